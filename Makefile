@@ -1,0 +1,39 @@
+# Two commands matter (see README):
+#   make run   - set everything up, build the embedded dataset, run the whole pipeline
+#   make test  - set everything up, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.asdlib-installed
+RUN ?= demo
+PRESET ?= demo
+DEVICE ?= auto
+ARGS ?=
+
+.PHONY: setup run test bench sync clean-run
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name asdlib --display-name "Python (asdlib)" >/dev/null
+	@touch $(STAMP)
+
+run: setup
+	$(BIN)/python -m asdlib.pipeline --run $(RUN) --preset $(PRESET) --device $(DEVICE) $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/bench_encoder.py
+	$(BIN)/python benchmarks/bench_branches.py
+
+# Re-pair every notebook: the percent-format .py is the source, the .ipynb follows it.
+sync: setup
+	$(BIN)/jupytext --sync notebooks/*.py
+
+clean-run:
+	rm -rf results/$(RUN)

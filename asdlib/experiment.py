@@ -1,0 +1,218 @@
+"""One run's configuration and folders, shared by the pipeline and every notebook.
+
+A run lives in ``results/<run>/``: ``config.json`` (the resolved `RunConfig`), one folder
+per step (``00_data/`` ... ``07_results/``) for the small outputs that are committed
+(tables, figures, scores, submission files), ``notebooks/`` for the executed notebooks,
+and ``work/`` for large artefacts that are not committed (checkpoints, feature store).
+Defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import pandas as pd
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+#: Notebook steps in pipeline order (file stem in ``notebooks/``).
+STEPS: tuple[str, ...] = (
+    "00_data", "01_finetune", "02_extract", "03_subband", "04_patch", "05_ldn",
+    "06_fusion", "07_results", "08_explore",
+)
+
+
+@dataclass
+class RunConfig:
+    """Everything a run depends on; written to ``results/<run>/config.json``.
+
+    data_root: DCASE-layout root (``<root>/dev_data/raw/<machine>/...``); None builds and
+        uses the embedded synthetic dataset of ``preset``.
+    preset: synthetic dataset size (tiny, demo, dcase) when ``data_root`` is None; it
+        also picks the adaptation and scoring settings sized for that data.
+    encoder: path of an official BEATs checkpoint to start from; None starts from the
+        named small configuration ``encoder_config``.
+    device: "auto" (CUDA when present), "cpu" or "cuda[:i]".
+    channel: microphone used for scoring: "near" (channel 0) or "far" (channel 1).
+    machines: subset of machine types; None = every machine found.
+    fusion_config: a frozen fusion file to apply unchanged (evaluation runs); None selects
+        weights on the development labels.
+    """
+
+    run: str = "demo"
+    data_root: str | None = None
+    preset: str = "demo"
+    seed: int = 0
+    encoder: str | None = None
+    encoder_config: str = "small"
+    device: str = "auto"
+    channel: str = "near"
+    machines: list[str] | None = None
+    fusion_config: str | None = None
+    num_threads: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def resolved_data_root(self) -> Path:
+        """The dataset root this run reads (the embedded one when none is given)."""
+        if self.data_root:
+            return Path(self.data_root).expanduser().resolve()
+        return PROJECT_ROOT / "data" / f"synth_{self.preset}_seed{self.seed}"
+
+    def resolved_device(self) -> str:
+        """"auto" becomes "cuda" when a GPU is visible, else "cpu"."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown run settings {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write text so that readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Run:
+    """Folders and config of one run; what a notebook opens first."""
+
+    def __init__(self, run_dir: str | Path, config: RunConfig):
+        self.dir = Path(run_dir).resolve()
+        self.config = config
+
+    @classmethod
+    def open(cls, run_dir: str | Path) -> "Run":
+        """Open ``run_dir``; a folder without ``config.json`` gets the tiny defaults."""
+        run_dir = Path(run_dir)
+        path = run_dir / "config.json"
+        if path.exists():
+            config = RunConfig.from_dict(json.loads(path.read_text()))
+        else:
+            config = RunConfig(run=run_dir.resolve().name, preset="tiny")
+            atomic_write_text(path, config.to_json())
+        return cls(run_dir, config)
+
+    def step(self, name: str) -> Path:
+        """The folder a step writes its committed outputs to (created)."""
+        if name not in STEPS:
+            raise ValueError(f"unknown step {name!r}; steps: {STEPS}")
+        path = self.dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def work(self) -> Path:
+        """Large, uncommitted artefacts (checkpoints, feature store)."""
+        path = self.dir / "work"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def feature_store(self):
+        """The feature store written by step 02 for this run."""
+        from asdlib import features
+
+        pointer = self.work / "features.json"
+        if not pointer.exists():
+            raise FileNotFoundError(f"{pointer} missing: run step 02_extract first")
+        return features.FeatureStore(self.work / json.loads(pointer.read_text())["store"])
+
+    def set_feature_store(self, path: str | Path) -> None:
+        """Record which store (a folder under ``work/``) the scoring steps read."""
+        rel = Path(path).resolve().relative_to(self.work)
+        atomic_write_text(self.work / "features.json", json.dumps({"store": str(rel)}))
+
+
+#: The committed manifest of the embedded default dataset (demo preset, seed 0).
+EMBEDDED_MANIFEST = PROJECT_ROOT / "data_manifest.csv"
+EMBEDDED_DEFAULT = ("demo", 0)
+
+
+def dataset_root(config: RunConfig, progress: bool = True) -> Path:
+    """The run's dataset root; the embedded synthetic set is generated when missing.
+
+    The embedded default (demo preset, seed 0) is checked against the committed
+    ``data_manifest.csv``, so a generator change that alters the data cannot pass unseen.
+    """
+    root = config.resolved_data_root()
+    if config.data_root:
+        return root
+    from asdlib import synth
+
+    manifest = EMBEDDED_MANIFEST if (config.preset, config.seed) == EMBEDDED_DEFAULT else None
+    return Path(synth.ensure_dataset(root, config.preset, config.seed, manifest=manifest,
+                                     progress=progress))
+
+
+def clip_table(config: RunConfig, progress: bool = True):
+    """Clip table of the run's dataset (machines filtered), with a ``kind`` column.
+
+    ``kind`` is the fault kind of anomalous test clips where the dataset records it
+    (the synthetic set does; the real one does not: "anomaly"), "normal" for normal clips.
+    """
+    from asdlib import data
+
+    root = dataset_root(config, progress)
+    table = data.scan_dataset(root, machines=config.machines)
+    kinds = []
+    for machine, rows in table.groupby("machine", sort=False):
+        known = data.read_anomaly_kinds(root, machine)
+        kinds.append(rows["name"].map(known))
+    kind = pd.concat(kinds).reindex(table.index) if kinds else pd.Series(dtype=object)
+    fallback = table["label"].where(table["label"] != "anomaly", "anomaly")
+    table["kind"] = kind.fillna(fallback)
+    return table
+
+
+
+def starting_encoder(config: RunConfig):
+    """The encoder adaptation starts from: the official checkpoint when given, else the
+    named small configuration (the project's shipped starting weights where they exist)."""
+    from asdlib import encoder
+
+    if config.encoder:
+        return encoder.load_beats(config.encoder, device="cpu")
+    return encoder.build_beats(config.encoder_config, seed=config.seed)
+
+
+def adapt_config(config: RunConfig):
+    """Adaptation settings sized for the run: real data uses the GPU recipe."""
+    from asdlib.adaptation import AdaptConfig
+
+    common = {"seed": config.seed, "device": config.device, "channel": config.channel,
+              "num_threads": config.num_threads or None}
+    if config.data_root or config.preset == "dcase":
+        return AdaptConfig.dcase(**common)
+    if config.preset == "tiny":
+        return AdaptConfig.demo(epochs=2, **common)
+    return AdaptConfig.demo(**common)
+
+
+def extract_config(config: RunConfig):
+    """Extraction settings of the run (final layer, the run's channel)."""
+    from asdlib.features import ExtractConfig
+
+    return ExtractConfig(layers=(-1,), channel=config.channel, device=config.device,
+                         num_threads=config.num_threads)

@@ -1,0 +1,286 @@
+"""Exact nearest-neighbour search (faiss or torch) with leave-one-out exclusion, and
+greedy k-centre coreset selection.
+
+Geometry: cosine distance ``d = 1 - cos`` on L2-normalised float32 vectors (exact inner
+product search, ``faiss.IndexFlatIP``). Queries are processed in batches so the memory
+held at once is ``batch_size x (k + extra)`` results plus one float32 copy of the bank.
+
+Leave-one-out: every bank item carries a group id (e.g. its clip); a query with group
+``g`` never matches bank items of group ``g``. With faiss the search asks for
+``k + extra`` neighbours, ``extra`` = the largest group size in the bank, and filters; the
+torch backend masks the same-group entries of the similarity matrix before ``topk``.
+Both are exact. Missing neighbours (bank smaller than ``k`` after exclusion) come back as
+``dist = inf``, ``idx = -1``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_NORM_EPS = 1e-12
+
+
+def l2_normalize(x: np.ndarray, *, copy: bool = True) -> np.ndarray:
+    """Row-wise L2-normalised float32 copy of ``x`` (rows of norm 0 stay 0). (N, D) -> (N, D)"""
+    out = np.array(x, dtype=np.float32, copy=copy, order="C")
+    norms = np.sqrt(np.einsum("ij,ij->i", out, out))
+    out /= np.maximum(norms, _NORM_EPS)[:, None]
+    return out
+
+
+def _as_f32(x: np.ndarray, normalize: bool) -> np.ndarray:
+    if normalize:
+        return l2_normalize(x)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class _GroupIndex:
+    """Bank items grouped by id, to list the (query row, bank col) pairs to exclude."""
+
+    def __init__(self, groups: np.ndarray):
+        groups = np.asarray(groups)
+        self.order = np.argsort(groups, kind="stable")
+        self.ids, self.starts, self.counts = np.unique(
+            groups[self.order], return_index=True, return_counts=True)
+        self.max_count = int(self.counts.max()) if len(self.counts) else 0
+
+    def pairs(self, query_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols): every bank col sharing the group of query row."""
+        pos = np.searchsorted(self.ids, query_groups)
+        pos = np.clip(pos, 0, max(len(self.ids) - 1, 0))
+        hit = (len(self.ids) > 0) & (self.ids[pos] == query_groups)
+        cnt = np.where(hit, self.counts[pos], 0)
+        rows = np.repeat(np.arange(len(query_groups)), cnt)
+        if len(rows) == 0:
+            return rows, rows
+        first = np.repeat(self.starts[pos] - (np.cumsum(cnt) - cnt), cnt)
+        cols = self.order[first + np.arange(len(rows))]
+        return rows, cols
+
+
+def _check_device(device: str) -> str:
+    device = str(device)
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:i]', got {device!r}")
+    return device
+
+
+def _faiss_index(bank: np.ndarray, device: str):
+    import faiss
+
+    dim = bank.shape[1]
+    if device == "cpu":
+        index = faiss.IndexFlatIP(dim)
+    else:
+        n_gpu = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+        if n_gpu == 0:
+            raise RuntimeError(
+                f"device={device!r} requested with backend='faiss' but this faiss build sees no "
+                "GPU (faiss-cpu installed?). Use device='cpu', or backend='torch' for CUDA.")
+        res = faiss.StandardGpuResources()
+        cfg = faiss.GpuIndexFlatConfig()
+        cfg.device = int(device.split(":")[1]) if ":" in device else 0
+        index = faiss.GpuIndexFlatIP(res, dim, cfg)
+        index._asdlib_res = res  # keep the resources alive with the index
+    index.add(bank)
+    return index
+
+
+def _search_ip(queries: np.ndarray, bank: np.ndarray, k: int,
+               exclude_groups: np.ndarray | None, query_groups: np.ndarray | None,
+               batch_size: int, backend: str, device: str,
+               prepare=None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k inner products of ``queries`` (M, .) against float32 ``bank`` (N, D).
+
+    ``prepare`` maps one batch of queries to float32 (M_b, D) (default: cast), so that
+    conversion, normalisation or augmentation happen one batch at a time.
+    Returns ``sim (M, k)`` float32 (descending, ``-inf`` where missing) and
+    ``idx (M, k)`` int64 (``-1`` where missing).
+    """
+    if prepare is None:
+        prepare = lambda batch: _as_f32(batch, False)  # noqa: E731
+    m, n = len(queries), len(bank)
+    sim_out = np.full((m, k), -np.inf, dtype=np.float32)
+    idx_out = np.full((m, k), -1, dtype=np.int64)
+    if m == 0 or n == 0 or k == 0:
+        return sim_out, idx_out
+    gindex = _GroupIndex(exclude_groups) if exclude_groups is not None else None
+    extra = gindex.max_count if gindex is not None else 0
+
+    if backend == "faiss":
+        index = _faiss_index(bank, device)
+        ks = min(n, k + extra)
+        for s in range(0, m, batch_size):
+            q = prepare(queries[s:s + batch_size])
+            sim, idx = index.search(q, ks)
+            if gindex is not None:
+                bad = idx < 0
+                valid_idx = np.where(bad, 0, idx)
+                bad |= np.asarray(exclude_groups)[valid_idx] == np.asarray(query_groups[s:s + len(q)])[:, None]
+                # stable compaction: keep the first k non-excluded neighbours of each row
+                order = np.argsort(bad, axis=1, kind="stable")[:, :k]
+                sim = np.take_along_axis(sim, order, 1)
+                idx = np.take_along_axis(idx, order, 1)
+                gone = np.take_along_axis(bad, order, 1)
+                sim[gone] = -np.inf
+                idx[gone] = -1
+            kk = sim.shape[1]
+            sim_out[s:s + len(q), :kk] = sim
+            idx_out[s:s + len(q), :kk] = idx
+        idx_out[~np.isfinite(sim_out)] = -1
+        return sim_out, idx_out
+
+    if backend == "torch":
+        import torch
+
+        dev = torch.device(device)
+        tb = torch.from_numpy(bank).to(dev)
+        kk = min(n, k)
+        for s in range(0, m, batch_size):
+            q = torch.from_numpy(prepare(queries[s:s + batch_size])).to(dev)
+            sim = q @ tb.T
+            if gindex is not None:
+                rows, cols = gindex.pairs(np.asarray(query_groups[s:s + len(q)]))
+                if len(rows):
+                    sim[torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)] = -torch.inf
+            val, ind = torch.topk(sim, kk, dim=1)
+            sim_out[s:s + len(q), :kk] = val.cpu().numpy()
+            idx_out[s:s + len(q), :kk] = ind.cpu().numpy()
+        idx_out[~np.isfinite(sim_out)] = -1
+        return sim_out, idx_out
+
+    raise ValueError(f"backend must be 'faiss' or 'torch', got {backend!r}")
+
+
+def knn_search(queries: np.ndarray, bank: np.ndarray, k: int,
+               exclude_groups: np.ndarray | None = None, query_groups: np.ndarray | None = None,
+               batch_size: int = 8192, backend: str = "faiss", device: str = "cpu",
+               normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest bank items of every query under cosine distance.
+
+    queries: (M, D), bank: (N, D), any float dtype (computed in float32).
+    exclude_groups: (N,) group id of each bank item; query_groups: (M,) group id of each
+    query. A query never matches bank items of its own group (leave-one-out).
+    batch_size: queries per search call (bounds the memory of one batch).
+    backend: "faiss" (IndexFlatIP; faiss GPU index when ``device`` is CUDA) or "torch"
+    (matmul + topk, on ``device``).
+    normalize: L2-normalise both sides first (False when already normalised).
+    Returns ``dist (M, k)`` float32 ascending, ``d = max(0, 1 - <q, b>)``, and
+    ``idx (M, k)`` int64 bank rows; missing neighbours are ``inf`` / ``-1``.
+    """
+    if (exclude_groups is None) != (query_groups is None):
+        raise ValueError("give both exclude_groups and query_groups, or neither")
+    queries, bank = np.asarray(queries), np.asarray(bank)
+    if queries.ndim != 2 or bank.ndim != 2 or queries.shape[1] != bank.shape[1]:
+        raise ValueError(f"queries (M, D) and bank (N, D) expected, got {queries.shape}, {bank.shape}")
+    if exclude_groups is not None:
+        exclude_groups, query_groups = np.asarray(exclude_groups), np.asarray(query_groups)
+        if len(exclude_groups) != len(bank) or len(query_groups) != len(queries):
+            raise ValueError("exclude_groups must be (N,) and query_groups (M,)")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    device = _check_device(device)
+    b = _as_f32(bank, normalize)
+    sim, idx = _search_ip(queries, b, k, exclude_groups, query_groups, batch_size, backend, device,
+                          prepare=lambda batch: _as_f32(batch, normalize))
+    dist = np.maximum(np.float32(0.0), np.float32(1.0) - sim)
+    dist[idx < 0] = np.inf
+    return dist, idx
+
+
+def _coreset_size(n_items: int, n: int | None, ratio: float | None) -> int:
+    if (n is None) == (ratio is None):
+        raise ValueError("give exactly one of n or ratio")
+    if ratio is not None:
+        if not 0 < ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+        n = int(np.ceil(ratio * n_items))
+    if not 1 <= n <= n_items:
+        raise ValueError(f"coreset size must be in [1, {n_items}], got {n}")
+    return int(n)
+
+
+def _project(x: np.ndarray, proj_dim: int | None, seed: int, normalize: bool,
+             chunk: int = 16384) -> np.ndarray:
+    """(N, D) -> (N, p) float32: optional L2 normalisation then Gaussian projection."""
+    n, d = x.shape
+    rng = np.random.default_rng(seed)
+    proj = None
+    if proj_dim is not None and proj_dim < d:
+        proj = (rng.standard_normal((d, proj_dim)) / np.sqrt(proj_dim)).astype(np.float32)
+    out = np.empty((n, d if proj is None else proj_dim), dtype=np.float32)
+    for s in range(0, n, chunk):
+        block = _as_f32(x[s:s + chunk], normalize)
+        out[s:s + chunk] = block if proj is None else block @ proj
+    return out
+
+
+def greedy_coreset(x: np.ndarray, n: int | None = None, ratio: float | None = None,
+                   seed: int = 0, proj_dim: int | None = 64, device: str = "cpu",
+                   normalize: bool = True) -> np.ndarray:
+    """Greedy k-centre coreset (farthest-point sampling), as in PatchCore.
+
+    x: (N, D). Exactly one of ``n`` (coreset size) or ``ratio`` (fraction of N).
+    The first centre is drawn with ``seed``; each next one is the item farthest (squared
+    Euclidean) from the centres chosen so far. ``normalize`` works on L2-normalised rows
+    (cosine geometry, like the search). ``proj_dim``: run the greedy loop on a seeded
+    Gaussian random projection to ``proj_dim`` dims (None = full dims). Each step reads the
+    whole (N, p) array once, so the loop is memory-bound: at p = 64 the array of 62k
+    tokens stays in cache (see benchmarks/bench_branches.py for the measured cost and
+    covering radius). Memory: one (N, p) float32 array.
+    ``device``: "cpu" (numpy) or CUDA (torch).
+    Returns the selected rows (n,) int64, distinct, in selection order; a smaller ``n``
+    with the same seed gives a prefix, so the covering radius never grows with ``n``.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be (N, D), got {x.shape}")
+    size = _coreset_size(len(x), n, ratio)
+    device = _check_device(device)
+    xp = _project(x, proj_dim, seed, normalize)
+    start = int(np.random.default_rng(seed).integers(len(x)))
+    if device == "cpu":
+        return _greedy_numpy(xp, size, start)
+    return _greedy_torch(xp, size, start, device)
+
+
+def _greedy_numpy(xp: np.ndarray, size: int, start: int) -> np.ndarray:
+    sq = np.einsum("ij,ij->i", xp, xp)
+    sel = np.empty(size, dtype=np.int64)
+    sel[0] = start
+    mind = sq - 2.0 * (xp @ xp[start]) + sq[start]
+    mind[start] = -np.inf
+    buf = np.empty_like(mind)
+    for i in range(1, size):
+        j = int(np.argmax(mind))
+        sel[i] = j
+        np.dot(xp, xp[j], out=buf)
+        buf *= -2.0
+        buf += sq
+        buf += sq[j]
+        np.minimum(mind, buf, out=mind)
+        mind[j] = -np.inf  # chosen items are never chosen again (distinct even with duplicates)
+    return sel
+
+
+def _greedy_torch(xp: np.ndarray, size: int, start: int, device: str) -> np.ndarray:
+    import torch
+
+    x = torch.from_numpy(xp).to(torch.device(device))
+    sq = (x * x).sum(1)
+    sel = torch.empty(size, dtype=torch.long, device=x.device)
+    sel[0] = start
+    mind = torch.addmv(sq + sq[start], x, x[start], alpha=-2.0)
+    mind[start] = -torch.inf
+    for i in range(1, size):
+        j = torch.argmax(mind)
+        sel[i] = j
+        torch.minimum(mind, torch.addmv(sq + sq[j], x, x[j], alpha=-2.0), out=mind)
+        mind[j] = -torch.inf
+    return sel.cpu().numpy()
+
+
+def covering_radius(x: np.ndarray, centres: np.ndarray, normalize: bool = True) -> float:
+    """Largest cosine distance from a row of ``x`` (N, D) to its nearest row of ``centres``."""
+    dist, _ = knn_search(x, centres, 1, normalize=normalize)
+    return float(dist[:, 0].max())

@@ -1,0 +1,117 @@
+"""Local-density normalisation (LDN) of nearest-neighbour distances.
+
+Wilkinghoff et al.: each bank item r_j gets a local scale
+``rho_j`` = mean cosine distance from r_j to its K nearest other bank items, leaving out
+the items of r_j's own group (clip); a query scores
+
+    s(x) = min_j d(x, r_j) / (eps + rho_j)
+
+The minimum is over the ratio, so the chosen reference can differ from the raw nearest
+neighbour. ``k_candidates=None`` takes the minimum over every bank item, exactly: with
+``w_j = 1 / (eps + rho_j)`` the ratio is ``w_j - <x, w_j r_j>``, a maximum inner product
+against the augmented vectors ``[w_j r_j, w_j]`` and the query ``[x, -1]``, so one faiss
+search does it. ``k_candidates=k'`` takes the minimum over the k' raw nearest neighbours
+(the patch-bank variant).
+
+Leave-one-out self-scores (``ldn_self_scores``): a bank item is scored against the bank
+without the items of its own group; the densities ``rho`` of the other items are kept as
+computed on the full bank (their K neighbours may include the left-out group), so that
+self-scores and test scores use the same ``rho``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from asdlib.knn import _as_f32, _search_ip, knn_search
+
+
+def density_from_distances(dist: np.ndarray, K: int) -> np.ndarray:
+    """rho (N,) = mean of the first K finite distances of each row of ``dist`` (N, k >= K).
+
+    Rows with fewer than K finite neighbours average those they have; rows with none get
+    rho = 0 (the score then reduces to ``d / eps``).
+    """
+    d = np.asarray(dist, dtype=np.float32)[:, :K]
+    finite = np.isfinite(d)
+    count = finite.sum(1)
+    total = np.where(finite, d, 0.0).sum(1, dtype=np.float64)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0).astype(np.float32)
+
+
+def local_density(bank: np.ndarray, K: int = 16, groups: np.ndarray | None = None,
+                  batch_size: int = 8192, backend: str = "faiss", device: str = "cpu",
+                  normalize: bool = True) -> np.ndarray:
+    """rho (N,): mean cosine distance of each bank item (N, D) to its K nearest other items.
+
+    groups: (N,) clip id per item; items of the same clip are never neighbours (default:
+    each item is its own group, i.e. only the item itself is left out).
+    """
+    groups = np.arange(len(bank)) if groups is None else np.asarray(groups)
+    dist, _ = knn_search(bank, bank, K, exclude_groups=groups, query_groups=groups,
+                         batch_size=batch_size, backend=backend, device=device, normalize=normalize)
+    return density_from_distances(dist, K)
+
+
+def ldn_from_candidates(dist: np.ndarray, idx: np.ndarray, rho: np.ndarray,
+                        eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """LDN over given candidates: dist, idx (M, k) -> (scores (M,), chosen bank row (M,)).
+
+    Missing candidates (``idx = -1``) are ignored; a row without any scores ``inf``, -1.
+    """
+    rho = np.asarray(rho, dtype=np.float32)
+    ratio = np.where(idx >= 0, dist / (np.float32(eps) + rho[np.maximum(idx, 0)]), np.inf)
+    col = np.argmin(ratio, axis=1)
+    rows = np.arange(len(ratio))
+    scores = ratio[rows, col].astype(np.float32)
+    return scores, np.where(np.isfinite(scores), idx[rows, col], -1)
+
+
+def ldn_scores(queries: np.ndarray, bank: np.ndarray, rho: np.ndarray, eps: float = 1e-3,
+               k_candidates: int | None = None, exclude_groups: np.ndarray | None = None,
+               query_groups: np.ndarray | None = None, batch_size: int = 8192,
+               backend: str = "faiss", device: str = "cpu",
+               normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """LDN scores of queries (M, D) against bank (N, D) with densities rho (N,).
+
+    k_candidates: None = exact minimum over all bank items; k' = over the k' raw nearest.
+    exclude_groups (N,) / query_groups (M,): leave-one-out, as in ``knn_search``.
+    Returns ``scores (M,)`` float32 and the index (M,) of the bank item attaining the
+    minimum (-1 when nothing is left after exclusion).
+    """
+    if k_candidates is not None:
+        dist, idx = knn_search(queries, bank, k_candidates, exclude_groups, query_groups,
+                               batch_size=batch_size, backend=backend, device=device,
+                               normalize=normalize)
+        return ldn_from_candidates(dist, idx, rho, eps)
+    if (exclude_groups is None) != (query_groups is None):
+        raise ValueError("give both exclude_groups and query_groups, or neither")
+    w = (1.0 / (np.float32(eps) + np.asarray(rho, dtype=np.float32))).astype(np.float32)
+    b = _as_f32(bank, normalize)
+    aug_bank = np.empty((len(b), b.shape[1] + 1), dtype=np.float32)
+    aug_bank[:, :-1] = b * w[:, None]
+    aug_bank[:, -1] = w
+    del b
+
+    def augment(batch: np.ndarray) -> np.ndarray:  # [x, -1], one batch at a time
+        q = _as_f32(batch, normalize)
+        return np.concatenate([q, -np.ones((len(q), 1), dtype=np.float32)], axis=1)
+
+    sim, idx = _search_ip(queries, aug_bank, 1, exclude_groups, query_groups, batch_size,
+                          backend, device, prepare=augment)
+    scores = np.where(idx[:, 0] >= 0, np.maximum(np.float32(0.0), -sim[:, 0]), np.inf)
+    arg = idx[:, 0]
+    return scores.astype(np.float32), arg
+
+
+def ldn_self_scores(bank: np.ndarray, rho: np.ndarray, eps: float = 1e-3,
+                    groups: np.ndarray | None = None, k_candidates: int | None = None,
+                    batch_size: int = 8192, backend: str = "faiss", device: str = "cpu",
+                    normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-out LDN scores of the bank items (N, D): each against the bank without its
+    own group (default: without itself); ``rho`` stays the full-bank density.
+    Returns ``scores (N,)`` and the chosen bank row (N,)."""
+    groups = np.arange(len(bank)) if groups is None else np.asarray(groups)
+    return ldn_scores(bank, bank, rho, eps, k_candidates, exclude_groups=groups,
+                      query_groups=groups, batch_size=batch_size, backend=backend,
+                      device=device, normalize=normalize)

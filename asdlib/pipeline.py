@@ -1,0 +1,170 @@
+"""Run the numbered notebooks in order through papermill, as one parameterised pipeline.
+
+``python -m asdlib.pipeline --run demo`` writes ``results/demo/``: the resolved config,
+each executed notebook, and what each step saves. A step whose notebook, parameters,
+library code and upstream steps are unchanged is skipped; a failing step stops the run
+naming the notebook and the cell, and everything finished before it is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from asdlib.experiment import PROJECT_ROOT, STEPS, RunConfig, atomic_write_text
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+KERNEL_NAME = "asdlib"
+
+
+class StepFailed(RuntimeError):
+    """A notebook failed; the message names the notebook and the cell."""
+
+
+def _sha256_files(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(str(p.relative_to(PROJECT_ROOT)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def library_fingerprint() -> str:
+    """Hash of the asdlib sources: a code change re-runs the steps."""
+    return _sha256_files(list((PROJECT_ROOT / "asdlib").rglob("*.py")))
+
+
+def step_fingerprint(step: str, params: dict, upstream: str, library: str) -> str:
+    """Content key of one step: notebook source, parameters, code, upstream steps."""
+    h = hashlib.sha256()
+    h.update((NOTEBOOK_DIR / f"{step}.py").read_bytes())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    h.update(upstream.encode())
+    h.update(library.encode())
+    return h.hexdigest()
+
+
+def _to_notebook(step: str, dest: Path) -> Path:
+    """The percent-format source of ``step`` as an .ipynb (the .py is the reviewed copy)."""
+    import jupytext
+
+    nb = jupytext.read(NOTEBOOK_DIR / f"{step}.py")
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python (asdlib)",
+                                 "language": "python"}
+    jupytext.write(nb, dest)
+    return dest
+
+
+def _cell_of_error(output_path: Path) -> str:
+    """Describe the failing cell of an executed notebook (papermill marks it)."""
+    try:
+        nb = json.loads(output_path.read_text())
+    except (OSError, ValueError):
+        return "unknown cell"
+    for i, cell in enumerate(nb.get("cells", [])):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                first = "".join(cell.get("source", "")).strip().splitlines()[:1]
+                return f"cell {i} ({first[0][:60] if first else ''!r}): {out.get('ename')}: {out.get('evalue')}"
+    return "unknown cell"
+
+
+def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "results",
+                 steps: tuple[str, ...] | None = None, force: bool = False,
+                 kernel_name: str | None = KERNEL_NAME, log=print) -> Path:
+    """Execute the notebooks of ``steps`` (all by default) for ``config``; returns the run dir."""
+    import papermill as pm
+
+    run_dir = Path(results_root).resolve() / config.run
+    nb_dir = run_dir / "notebooks"
+    nb_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.json"
+    atomic_write_text(config_path, config.to_json())
+    state_path = run_dir / "pipeline_state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    library = library_fingerprint()
+    upstream = hashlib.sha256(config.to_json().encode()).hexdigest()
+    selected = steps or STEPS
+    unknown = [s for s in selected if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown steps {unknown}; steps: {STEPS}")
+    t_start = time.time()
+    for i, step in enumerate(s for s in STEPS if s in selected):
+        params = {"run_dir": ".."}
+        key = step_fingerprint(step, params, upstream, library)
+        out = nb_dir / f"{step}.ipynb"
+        label = f"[{i + 1}/{len(selected)}] {step}"
+        if not force and state.get(step, {}).get("key") == key and out.exists():
+            log(f"{label}: unchanged, skipped")
+            upstream = key
+            continue
+        src = _to_notebook(step, nb_dir / f".{step}.src.ipynb")
+        t0 = time.time()
+        log(f"{label}: running ...")
+        try:
+            pm.execute_notebook(
+                str(src), str(out), parameters=params, cwd=str(nb_dir),
+                kernel_name=kernel_name, progress_bar=False, log_output=False,
+            )
+        except Exception as exc:  # papermill raises its own error types
+            state.pop(step, None)
+            atomic_write_text(state_path, json.dumps(state, indent=2))
+            raise StepFailed(f"step {step} failed in notebooks/{step}.py, "
+                             f"{_cell_of_error(out)}; executed notebook: {out}") from exc
+        finally:
+            src.unlink(missing_ok=True)
+        state[step] = {"key": key, "seconds": round(time.time() - t0, 1)}
+        atomic_write_text(state_path, json.dumps(state, indent=2))
+        log(f"{label}: done in {time.time() - t0:.1f} s")
+        upstream = key
+    log(f"run {config.run!r} finished in {time.time() - t_start:.1f} s: {run_dir}")
+    return run_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = argparse.ArgumentParser(prog="python -m asdlib.pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", default=d.run, help="run name: results/<run>/ (default %(default)s)")
+    p.add_argument("--data-root", default=None,
+                   help="DCASE-layout root; omitted = the embedded synthetic dataset")
+    p.add_argument("--preset", default=d.preset, choices=("tiny", "demo", "dcase"),
+                   help="synthetic dataset size and matching settings (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--encoder", default=None, help="official BEATs checkpoint to adapt")
+    p.add_argument("--encoder-config", default=d.encoder_config,
+                   help="named encoder configuration when no checkpoint is given")
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda[:i]")
+    p.add_argument("--channel", default=d.channel, choices=("near", "far"))
+    p.add_argument("--machines", nargs="*", default=None)
+    p.add_argument("--fusion-config", default=None, help="frozen fusion weights to apply")
+    p.add_argument("--threads", type=int, default=d.num_threads, help="CPU threads (0 = all)")
+    p.add_argument("--results-root", default=str(PROJECT_ROOT / "results"))
+    p.add_argument("--steps", nargs="*", default=None, help=f"subset of {', '.join(STEPS)}")
+    p.add_argument("--force", action="store_true", help="re-run steps even if unchanged")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = RunConfig(
+        run=args.run, data_root=args.data_root, preset=args.preset, seed=args.seed,
+        encoder=args.encoder, encoder_config=args.encoder_config, device=args.device,
+        channel=args.channel, machines=args.machines, fusion_config=args.fusion_config,
+        num_threads=args.threads,
+    )
+    try:
+        run_pipeline(config, args.results_root, tuple(args.steps) if args.steps else None,
+                     force=args.force)
+    except StepFailed as exc:
+        print(f"pipeline stopped: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

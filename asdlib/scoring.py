@@ -1,0 +1,240 @@
+"""Running branches over every machine of a run, and the tidy score tables they produce.
+
+A score table has one row per (machine, name, branch): ``score``, ``is_self`` (True for
+leave-one-out bank self-scores) and, for test clips, ``domain``, ``label``, ``kind``.
+Notebooks 03-05 write one each (``scores.csv``); fusion reads them all. The log-mel kNN
+reference (no encoder) and the utterance kNN used to judge adaptation live here too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from asdlib import metrics
+
+SCORE_STEPS = ("03_subband", "04_patch", "05_ldn")
+
+
+@dataclass(frozen=True)
+class BranchSpec:
+    """A branch to run: registry name, parameters, and the column name of its scores."""
+
+    branch: str
+    params: dict = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.branch
+
+
+def _test_meta(table: pd.DataFrame, machine: str, names) -> pd.DataFrame:
+    rows = table[(table["machine"] == machine) & (table["split"] == "test")]
+    meta = rows.set_index("name")[[c for c in ("domain", "label", "kind") if c in rows]]
+    missing = sorted(set(names) - set(meta.index))
+    if missing:
+        raise KeyError(f"{machine}: feature rows not in the clip table: {missing[:5]}")
+    return meta.loc[list(names)].reset_index()
+
+
+def score_machine(bank, test, specs: list[BranchSpec], machine: str, table: pd.DataFrame,
+                  log=None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Fit every branch on ``bank`` (ClipFeatures) and score ``test``.
+
+    Returns the tidy rows of this machine and the localisation maps of the branches that
+    keep them (branch name -> (M, T', 8)).
+    """
+    from asdlib import branches as branch_lib
+
+    meta = _test_meta(table, machine, test.names)
+    rows, maps = [], {}
+    for spec in specs:
+        branch = branch_lib.make_branch(spec.branch, **spec.params)
+        branch.fit(bank)
+        res = branch.score(test)
+        own = np.asarray(branch.self_scores(), dtype=np.float64)
+        keep = np.isfinite(own)
+        rows.append(meta.assign(machine=machine, branch=spec.name,
+                                score=np.asarray(res.scores, dtype=np.float64), is_self=False))
+        rows.append(pd.DataFrame({"machine": machine, "name": np.asarray(bank.names)[keep],
+                                  "branch": spec.name, "score": own[keep], "is_self": True}))
+        if res.maps is not None:
+            maps[spec.name] = np.asarray(res.maps)
+        if log:
+            log(f"{machine:>12s} {spec.name:<18s} {keep.sum():4d} self-scores")
+    cols = ["machine", "name", "branch", "score", "is_self", "domain", "label", "kind"]
+    out = pd.concat(rows, ignore_index=True)
+    return out.reindex(columns=[c for c in cols if c in out.columns]), maps
+
+
+def score_run(store, table: pd.DataFrame, specs: list[BranchSpec], channel: str = "near",
+              layer: int = -1, maps_dir: Path | None = None, progress: bool = True
+              ) -> pd.DataFrame:
+    """Score every machine of the clip table from a feature store; maps saved as .npz."""
+    from tqdm.auto import tqdm
+
+    machines = list(dict.fromkeys(table["machine"]))
+    parts = []
+    for machine in tqdm(machines, desc="machines", disable=not progress):
+        bank = store.load(machine, "train", layer=layer, channel=channel)
+        test = store.load(machine, "test", layer=layer, channel=channel)
+        rows, maps = score_machine(bank, test, specs, machine, table)
+        parts.append(rows)
+        if maps_dir is not None and maps:
+            maps_dir.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(maps_dir / f"{machine}.npz", names=np.asarray(test.names),
+                                n_time=np.asarray(test.n_time),
+                                **{k: v.astype(np.float16) for k, v in maps.items()})
+    return pd.concat(parts, ignore_index=True)
+
+
+def branch_table(scores: pd.DataFrame, kinds: bool = True) -> pd.DataFrame:
+    """Official metric of every branch: rows branch, columns AUC_s/AUC_t/pAUC/hmean (+kinds)."""
+    out = {}
+    test = scores[~scores["is_self"]]
+    use_kind = kinds and "kind" in test and test["kind"].nunique() > 2
+    for branch, rows in test.groupby("branch", sort=False):
+        t = metrics.evaluate_table(rows, kind_column="kind" if use_kind else None)
+        out[branch] = t.loc["Overall"]
+    return pd.DataFrame(out).T
+
+
+def save_scores(scores: pd.DataFrame, path: Path, params: dict | None = None) -> None:
+    """Write a tidy score table (and the branches' parameters beside it)."""
+    from asdlib.experiment import atomic_write_text
+
+    atomic_write_text(path, scores.to_csv(index=False))
+    if params is not None:
+        atomic_write_text(path.with_suffix(".params.json"),
+                          json.dumps(params, indent=2, sort_keys=True, default=str))
+
+
+def load_scores(run, steps: tuple[str, ...] = SCORE_STEPS) -> pd.DataFrame:
+    """All branch scores of a run's scoring steps; a branch name used twice is an error."""
+    parts = []
+    for step in steps:
+        path = run.dir / step / "scores.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} missing: run step {step} first")
+        parts.append(pd.read_csv(path, dtype={"name": str}))
+    scores = pd.concat(parts, ignore_index=True)
+    dup = scores.duplicated(["machine", "name", "branch", "is_self"])
+    if dup.any():
+        raise ValueError(f"branches scored twice: {sorted(scores.loc[dup, 'branch'].unique())}")
+    return scores
+
+
+# ---------------------------------------------------------------- encoder-free reference
+
+def logmel_embeddings(table: pd.DataFrame, channel: str = "near", n_mels: int = 128,
+                      progress: bool = True) -> np.ndarray:
+    """(clips, n_mels) mean log-mel vector per clip (the encoder-free reference)."""
+    import torch
+    import torchaudio
+    from tqdm.auto import tqdm
+
+    from asdlib import audio
+
+    out = np.zeros((len(table), n_mels), dtype=np.float32)
+    for i, path in enumerate(tqdm(table["path"], desc="log-mel", disable=not progress)):
+        wave, sr = audio.load_clip(path, channel=channel)
+        fb = torchaudio.compliance.kaldi.fbank(torch.from_numpy(wave)[None] * 2 ** 15,
+                                               num_mel_bins=n_mels, sample_frequency=sr)
+        out[i] = fb.mean(0).numpy()
+    return out
+
+
+def knn_scores(embeddings: np.ndarray, table: pd.DataFrame, branch: str) -> pd.DataFrame:
+    """Cosine distance to the nearest normal training clip of the same machine.
+
+    ``embeddings`` rows follow ``table``. Bank self-scores are leave-one-out.
+    """
+    from asdlib.knn import knn_search
+
+    parts = []
+    emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+    for machine, rows in table.groupby("machine", sort=False):
+        train = rows.index[rows["split"] == "train"]
+        test = rows.index[rows["split"] == "test"]
+        pos = table.index.get_indexer
+        bank = emb[pos(train)]
+        d_test, _ = knn_search(emb[pos(test)], bank, k=1)
+        ids = np.arange(len(train))
+        d_self, _ = knn_search(bank, bank, k=1, exclude_groups=ids, query_groups=ids)
+        t = table.loc[test, ["machine", "name", "domain", "label", "kind"]].assign(
+            branch=branch, score=d_test[:, 0], is_self=False)
+        s = table.loc[train, ["machine", "name"]].assign(branch=branch, score=d_self[:, 0],
+                                                          is_self=True)
+        parts += [t, s]
+    return pd.concat(parts, ignore_index=True)
+
+
+def official(scores: pd.DataFrame) -> float:
+    """Official pooled hmean of a tidy table's test rows."""
+    test = scores[~scores["is_self"]]
+    return float(metrics.evaluate_table(test).loc["Overall", "hmean"])
+
+
+def load_reference(run) -> pd.DataFrame:
+    """The log-mel kNN reference scores written by notebook 01 (test rows)."""
+    path = run.dir / "01_finetune" / "logmel_reference.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: run step 01_finetune first")
+    ref = pd.read_csv(path, dtype={"name": str})
+    return ref[~ref["is_self"]]
+
+
+# ------------------------------------------------------------------ branches per notebook
+
+#: Notebook 03: utterance, attentive-pooled, band-preserving and sub-band branches.
+SUBBAND_SPECS = [BranchSpec("utt_knn"), BranchSpec("asp_knn"), BranchSpec("band_knn"),
+                 BranchSpec("beam_mean"), BranchSpec("beam_max"), BranchSpec("adabeam"),
+                 BranchSpec("subband3")]
+#: Notebook 04: fine-grained localized scoring (always LDN-calibrated), two aggregations.
+PATCH_SPECS = [BranchSpec("fine_broad"), BranchSpec("fine_selective")]
+#: Notebook 05: the clip-level kNN branches again, with LDN on.
+LDN_SPECS = [BranchSpec("utt_knn", {"ldn": True}, "utt_knn+ldn"),
+             BranchSpec("asp_knn", {"ldn": True}, "asp_knn+ldn"),
+             BranchSpec("band_knn", {"ldn": True}, "band_knn+ldn")]
+
+
+def utterance_embeddings(model, table: pd.DataFrame, channel: str = "near",
+                         device: str = "cpu", batch_size: int = 16,
+                         progress: bool = True) -> np.ndarray:
+    """(clips, D) mean over the valid final-layer tokens of each clip (no feature store).
+
+    Used to judge adaptation quickly (before vs after) without writing token grids.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from asdlib import audio
+
+    model = model.to(device).eval()
+    out = None
+    order = np.arange(len(table))
+    paths = table["path"].tolist()
+    with torch.no_grad():
+        for start in tqdm(range(0, len(order), batch_size), desc="utterance embeddings",
+                          disable=not progress):
+            idx = order[start:start + batch_size]
+            waves = [audio.load_clip(paths[i], channel=channel)[0] for i in idx]
+            batch, pad = audio.collate(waves)
+            res = model.extract(torch.as_tensor(batch, device=device),
+                                padding_mask=torch.as_tensor(pad, device=device))
+            tokens = res.tokens[-1]
+            if res.token_padding is not None:
+                keep = (~res.token_padding).unsqueeze(-1).to(tokens.dtype)
+                emb = (tokens * keep).sum(1) / keep.sum(1).clamp_min(1)
+            else:
+                emb = tokens.mean(1)
+            emb = emb.float().cpu().numpy()
+            if out is None:
+                out = np.zeros((len(table), emb.shape[1]), dtype=np.float32)
+            out[idx] = emb
+    return out

@@ -1,0 +1,91 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python (asdlib)
+#     language: python
+#     name: asdlib
+# ---
+
+# %% [markdown]
+# # 07 · Results in the layout of the report's Table 1
+#
+# Per machine AUC_s, AUC_t, pAUC and their harmonic mean for Systems 1-4; the Overall
+# rows give arithmetic means over machines and, for hmean, the official score (harmonic
+# mean of every machine's three values pooled). The log-mel kNN reference uses no encoder
+# at all (mean log-mel vector per clip, nearest normal training clip): it is the floor a
+# system has to clear. On the real 2026 development set the report's own numbers and our
+# difference from them are shown too.
+
+# %% tags=["parameters"]
+run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipeline
+
+# %%
+import pandas as pd
+
+from asdlib import experiment, plots, results, scoring
+
+run = experiment.Run.open(run_dir)
+out = run.step("07_results")
+fused = pd.read_csv(run.dir / "06_fusion" / "fused_scores.csv")
+reference = scoring.load_reference(run)
+
+# %%
+dev = fused[fused["selection"] == "dev"]
+ours = results.table1(dev)
+floor = results.table1(reference.assign(system="log-mel kNN"))
+table = ours.join(floor)
+if "lomo" in set(fused["selection"]):
+    lomo = results.table1(fused[fused["selection"] == "lomo"])
+    table = table.join(lomo.add_suffix(" (LOMO)"))
+results.flatten(table).to_csv(out / "table1.csv", index=False)
+(out / "table1.md").write_text(results.to_markdown(table))
+
+# %% [markdown]
+# ## Table 1 (%), weights chosen on the development labels, with the log-mel floor and the
+# leave-one-machine-out (LOMO) estimate
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(results.to_markdown(ours.join(floor)))
+
+# %% [markdown]
+# ## Overall official score of each system (%)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(results.overall_row(table).round(2).to_string())
+
+# %% [markdown]
+# ## Against the report (only on the real 2026 development set)
+
+# %%
+machines = sorted(fused["machine"].unique())
+if results.is_real_dev_set(machines) and run.config.data_root is not None:
+    beside = results.with_report(ours)
+    results.flatten(beside).to_csv(out / "table1_vs_report.csv", index=False)
+    print(results.to_markdown(beside))
+else:
+    print("synthetic or partial data: the report's numbers are not comparable and are "
+          "not shown")
+
+# %% [markdown]
+# ## Score distributions per machine (normal / anomaly x source / target)
+
+# %%
+for system, rows in dev.groupby("system"):
+    plots.score_distributions(rows, title=system,
+                              path=out / f"scores_{system.replace(' ', '_').lower()}.png")
+
+# %% [markdown]
+# ## ROC curves (the shaded band is the pAUC range, FPR <= 0.1)
+
+# %%
+wide = dev.pivot_table(index=["machine", "name", "label", "domain"], columns="system",
+                       values="score").reset_index()
+systems = sorted(dev["system"].unique())
+plots.roc_curves(wide, systems, path=out / "roc.png");

@@ -1,0 +1,322 @@
+"""Tests of asdlib.adaptation: heads, ArcFace, proxy classes, modes, LoRA merge, resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asdlib import adaptation as A
+
+encoder = pytest.importorskip("asdlib.encoder")
+
+
+def _tiny(seed: int = 0):
+    return encoder.build_beats("tiny", seed=seed)
+
+
+def _wave(b: int = 2, seconds: float = 1.5, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (0.1 * torch.randn(b, int(seconds * 16000), generator=g)).clamp(-1, 1)
+
+
+def _final_tokens(model, wav, padding_mask=None) -> torch.Tensor:
+    with torch.no_grad():
+        return model.extract(wav, padding_mask=padding_mask, layers=(-1,)).tokens[-1]
+
+
+# --------------------------------------------------------------------------- heads
+
+
+def _grid_pair(seed: int = 0):
+    """A grid (2, 6, 8, 12) whose clip 1 has 4 valid time patches, and its mask."""
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.randn(2, 6, 8, 12, generator=g)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    valid[1, 4:] = False
+    return grid, valid
+
+
+def test_asp_head_shape_and_padding_changes_nothing():
+    torch.manual_seed(0)
+    head = A.ASPHead(12, emb_dim=5).eval()
+    grid, valid = _grid_pair()
+    out = head(grid, valid)
+    assert out.shape == (2, 5)
+    noisy = grid.clone()
+    noisy[1, 4:] = 1e3 * torch.randn(2, 8, 12)
+    assert torch.allclose(head(noisy, valid), out, atol=1e-6)
+    alone = head(grid[1:, :4], None)  # the clip cut to its valid part
+    assert torch.allclose(alone, out[1:], atol=1e-5)
+    assert torch.isfinite(head(grid, torch.zeros_like(valid))).all()  # no valid patch: no NaN
+
+
+def test_band_pooling_shape_weights_and_padding():
+    torch.manual_seed(0)
+    head = A.BandAttentivePooling(12).eval()
+    grid, valid = _grid_pair(1)
+    out = head(grid, valid)
+    assert out.shape == (2, 8, 12)
+    w = head.weights(grid, valid)
+    assert w.shape == (2, 6, 8)
+    assert torch.allclose(w.sum(1), torch.ones(2, 8), atol=1e-6)
+    assert (w[1, 4:] == 0).all()
+    noisy = grid.clone()
+    noisy[1, 4:] = 1e3
+    assert torch.allclose(head(noisy, valid), out, atol=1e-6)
+    assert torch.allclose(head(grid[1:, :4]), out[1:], atol=1e-5)
+    # the attention is shared by the bands: a band permutation permutes the outputs
+    perm = torch.randperm(8)
+    assert torch.allclose(head(grid[:, :, perm], valid), out[:, perm], atol=1e-6)
+
+
+# --------------------------------------------------------------------------- ArcFace
+
+
+def test_arcface_matches_direct_formula():
+    torch.manual_seed(0)
+    arc = A.ArcFace(4, 5, scale=30.0, margin=0.2)
+    emb = torch.randn(3, 4, dtype=torch.float64)
+    arc = arc.double()
+    y = torch.tensor([0, 3, 4])
+    w = arc.weight.detach()
+    direct = []
+    for i in range(3):
+        cos = [float(emb[i] @ w[j] / (emb[i].norm() * w[j].norm())) for j in range(5)]
+        theta = math.acos(cos[y[i]])
+        assert theta + 0.2 < math.pi  # the plain region of the margin
+        logits = [30.0 * (math.cos(theta + 0.2) if j == y[i] else cos[j]) for j in range(5)]
+        direct.append(-logits[y[i]] + math.log(sum(math.exp(v) for v in logits)))
+    assert arc(emb, y).item() == pytest.approx(float(np.mean(direct)), rel=1e-9, abs=1e-9)
+
+
+def test_arcface_margin_zero_is_scaled_softmax_on_cosine():
+    torch.manual_seed(1)
+    arc = A.ArcFace(6, 4, scale=16.0, margin=0.0)
+    emb, y = torch.randn(7, 6), torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    cos = F.normalize(emb, dim=1) @ F.normalize(arc.weight, dim=1).t()
+    assert torch.allclose(arc(emb, y), F.cross_entropy(16.0 * cos, y), atol=1e-6)
+
+
+@pytest.mark.parametrize("easy", [False, True])
+def test_arcface_is_finite_at_the_extremes(easy):
+    arc = A.ArcFace(3, 2, margin=0.5, easy_margin=easy)
+    with torch.no_grad():
+        arc.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]))
+    emb = torch.tensor([[1.0, 0, 0], [-1.0, 0, 0], [0, 1.0, 0]], requires_grad=True)
+    loss = arc(emb, torch.tensor([0, 0, 0]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(emb.grad).all()
+    if easy:  # easy margin jumps back to the plain cosine at 90 degrees, by design
+        return
+    # the true-class logit never rises when the angle grows (monotone continuation)
+    theta = torch.linspace(0, math.pi, 181)
+    e = torch.stack([torch.cos(theta), torch.sin(theta), torch.zeros_like(theta)], 1)
+    logit = arc.logits(e, torch.zeros(181, dtype=torch.long))[:, 0]
+    assert (logit[1:] <= logit[:-1] + 1e-4).all()
+
+
+# --------------------------------------------------------------------------- classes
+
+
+def test_proxy_classes_split_hidden_attributes_by_domain():
+    table = pd.DataFrame({
+        "machine": ["fan", "fan", "fan", "pump", "pump", "pump", "valve"],
+        "attributes": ["spd_1", "spd_2", "SPD_1", "noAttribute", "noAttribute", "", ""],
+        "domain": ["source", "target", "source", "source", "target", "target", "source"],
+        "split": ["train"] * 7,
+    })
+    labels, names = A.proxy_classes(table)
+    assert names == sorted(names)
+    got = [names[i] for i in labels]
+    assert got == ["fan|spd_1", "fan|spd_2", "fan|spd_1", "pump|noattribute|source",
+                   "pump|noattribute|target", "pump|noattribute|target",
+                   "valve|noattribute|source"]
+    with pytest.raises(ValueError, match="training clips only"):
+        A.proxy_classes(table.assign(split=["train"] * 6 + ["test"]))
+
+
+def test_training_rows_keep_only_normal_train_clips():
+    table = pd.DataFrame({"split": ["train", "test", "test", "train"],
+                          "label": ["normal", "normal", "anomaly", None]})
+    assert A.training_rows(table)["split"].tolist() == ["train", "train"]
+
+
+# --------------------------------------------------------------------------- modes, LoRA
+
+
+def test_lora_identity_at_init_and_merge_equals_unmerged():
+    model = _tiny().eval()
+    official = list(_tiny().state_dict().keys())
+    wav = _wave()
+    base = _final_tokens(model, wav)
+    names = A.set_trainable(model, "lora", lora_rank=4, lora_alpha=8.0)
+    assert names and all(n.endswith(("lora_A", "lora_B")) for n in names)
+    n_proj = sum(1 for k in official if k.endswith(("q_proj.weight", "k_proj.weight",
+                                                    "v_proj.weight", "out_proj.weight")))
+    assert len(names) == 2 * n_proj
+    assert torch.equal(_final_tokens(model, wav), base)
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        out = model.extract(wav, layers=(-1,)).tokens[-1]
+        loss = (out[:, :, 0] ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    unmerged = _final_tokens(model, wav)
+    assert not torch.allclose(unmerged, base, atol=1e-4)  # the step changed the model
+    A.merge_lora(model)
+    assert list(model.state_dict().keys()) == official
+    assert torch.allclose(_final_tokens(model, wav), unmerged, atol=1e-5)
+
+
+def test_merged_lora_checkpoint_loads_as_plain_beats(tmp_path):
+    model = _tiny()
+    A.add_lora(model, rank=2, alpha=2.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("lora_B"):
+                p.normal_(0, 0.05)
+    wav = _wave(1)
+    expected = _final_tokens(model.eval(), wav)
+    A.merge_lora(model)
+    encoder.save_beats(model, tmp_path / "m.pt")
+    loaded = encoder.load_beats(tmp_path / "m.pt")
+    assert torch.allclose(_final_tokens(loaded.eval(), wav), expected, atol=1e-5)
+
+
+def test_last_n_and_frozen_modes_freeze_the_right_parameters():
+    model = _tiny()
+    n_layers = len(model.encoder.layers)
+    names = A.set_trainable(model, "last_n", last_n=1)
+    prefix = f"encoder.layers.{n_layers - 1}."
+    assert names and all(n.startswith(prefix) for n in names)
+    assert len(names) == sum(1 for n, _ in model.named_parameters() if n.startswith(prefix))
+    assert A.set_trainable(model, "frozen") == []
+    assert len(A.set_trainable(model, "full")) == len(list(model.parameters()))
+    with pytest.raises(ValueError):
+        A.set_trainable(model, "last_n", last_n=n_layers + 1)
+
+
+def test_training_loss_decreases_in_a_few_steps():
+    torch.manual_seed(0)
+    model = _tiny()
+    A.set_trainable(model, "full")
+    dim = model.cfg.encoder_embed_dim
+    heads = A._TrainingHeads(dim, 16, 3, 30.0, 0.2, False)
+    params = [p for p in model.parameters() if p.requires_grad] + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    wav, y = _wave(6, 1.0, seed=3), torch.tensor([0, 1, 2, 0, 1, 2])
+    losses = []
+    for _ in range(6):
+        out = model.extract(wav, layers=(-1,))
+        emb, band = heads(out.grid(-1), out.time_valid)
+        loss, band_loss, _, _ = A._losses(heads, emb, band, y, y, 1.0)
+        opt.zero_grad()
+        (loss + 0.5 * band_loss).backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+# --------------------------------------------------------------------------- adapt, resume
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """Clip table of two machines of the tiny synthetic dataset (one with hidden attributes)
+    and their near-channel training waves, cut to 1.5 s."""
+    synth = pytest.importorskip("asdlib.synth")
+    from asdlib.data import scan_dataset
+
+    root = tmp_path_factory.mktemp("synth_tiny")
+    synth.generate_dataset(root, preset="tiny", seed=1, machines=["ToyCarEmu", "fan"],
+                           progress=False)
+    table = scan_dataset(root)
+    rows = A.training_rows(table)
+    waves, row_of = A.load_training_waves(rows, "near")
+    return table, ([w[:24000] for w in waves], row_of)
+
+
+def _cfg(**kw) -> A.AdaptConfig:
+    base = dict(mode="lora", epochs=2, batch_size=8, lr=2e-3, crop_seconds=1.0,
+                specaugment=True, mixup=True, lora_rank=2, seed=3, device="cpu",
+                emb_dim=16)
+    base.update(kw)
+    return A.AdaptConfig(**base)
+
+
+def test_adapt_writes_official_encoder_and_heads(tiny_data, tmp_path):
+    table, waves = tiny_data
+    model = _tiny()
+    hist = A.adapt(model, table, _cfg(epochs=1), tmp_path, progress=False, waves=waves)
+    assert list(hist.columns) == ["epoch", "loss", "acc", "band_acc", "lr", "seconds"]
+    assert len(hist) == 1 and np.isfinite(hist["loss"]).all()
+    loaded = encoder.load_beats(tmp_path / "encoder.pt")
+    assert list(loaded.state_dict().keys()) == list(_tiny().state_dict().keys())
+    asp, band = A.load_heads(tmp_path / "heads.pt")
+    grid = torch.randn(2, 3, 8, loaded.cfg.encoder_embed_dim)
+    assert asp(grid).shape == (2, 16) and band(grid).shape == (2, 8, loaded.cfg.encoder_embed_dim)
+    # the saved cfg is the loaded one (training-time switches restored)
+    assert torch.load(tmp_path / "encoder.pt", weights_only=True)["cfg"] == \
+        torch.load(_save(_tiny(), tmp_path / "ref.pt"), weights_only=True)["cfg"]
+
+
+def _save(model, path):
+    encoder.save_beats(model, path)
+    return path
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def _crash_after_first(epoch, history):
+    if epoch == 1:
+        raise _Crash
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_resume_after_interruption_gives_identical_weights(tiny_data, tmp_path, mode):
+    table, waves = tiny_data
+    cfg = _cfg(mode=mode)
+    straight = _tiny()
+    h1 = A.adapt(straight, table, cfg, tmp_path / "a", progress=False, waves=waves)
+
+    with pytest.raises(_Crash):
+        A.adapt(_tiny(), table, cfg, tmp_path / "b", progress=False, waves=waves,
+                callback=_crash_after_first)
+    assert not (tmp_path / "b" / "encoder.pt").exists()
+    resumed = _tiny()  # a fresh process would rebuild the same starting encoder
+    h2 = A.adapt(resumed, table, cfg, tmp_path / "b", progress=False, waves=waves)
+
+    sa = torch.load(tmp_path / "a" / "encoder.pt", weights_only=True)["model"]
+    sb = torch.load(tmp_path / "b" / "encoder.pt", weights_only=True)["model"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    ha = torch.load(tmp_path / "a" / "heads.pt", weights_only=True)
+    hb = torch.load(tmp_path / "b" / "heads.pt", weights_only=True)
+    for part in ("asp", "band"):
+        assert all(torch.equal(ha[part]["state"][k], hb[part]["state"][k]) for k in ha[part]["state"])
+    cols = ["epoch", "loss", "acc", "band_acc", "lr"]
+    pd.testing.assert_frame_equal(h1[cols], h2[cols])
+
+    with pytest.raises(ValueError, match="other settings"):
+        A.adapt(_tiny(), table, _cfg(mode=mode, lr=1e-4), tmp_path / "b", progress=False,
+                waves=waves)
+
+
+def test_config_presets_and_device():
+    demo, dcase = A.AdaptConfig.demo(), A.AdaptConfig.dcase()
+    assert demo.mode in A.MODES and dcase.mode == "lora" and dcase.device == "cuda"
+    assert A.AdaptConfig.demo(epochs=3).epochs == 3
+    with pytest.raises(ValueError):
+        A.AdaptConfig(mode="nope")
+    assert A.resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError):
+            A.resolve_device("cuda")

@@ -1,0 +1,179 @@
+"""asdlib.knn: exact search against brute force (faiss and torch), leave-one-out
+exclusion, batching, coreset properties."""
+
+import numpy as np
+import pytest
+
+from asdlib.knn import covering_radius, greedy_coreset, knn_search, l2_normalize
+
+
+def _unit(x):
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _brute(q, b, k, bg=None, qg=None):
+    d = 1.0 - _unit(q) @ _unit(b).T
+    if bg is not None:
+        d[np.asarray(qg)[:, None] == np.asarray(bg)[None, :]] = np.inf
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, idx, 1), idx
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    bank = rng.standard_normal((257, 24)).astype(np.float32)
+    queries = rng.standard_normal((61, 24)).astype(np.float32)
+    return rng, bank, queries
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_matches_brute_force(data, backend):
+    _, bank, queries = data
+    dist, idx = knn_search(queries, bank, 7, batch_size=16, backend=backend)
+    ref_d, ref_i = _brute(queries, bank, 7)
+    assert dist.shape == (61, 7) and idx.shape == (61, 7) and dist.dtype == np.float32
+    np.testing.assert_allclose(dist, ref_d, atol=2e-6)
+    np.testing.assert_array_equal(idx, ref_i)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_group_exclusion_matches_brute_force(data, backend):
+    rng, bank, queries = data
+    bg = np.arange(len(bank)) // 9                   # groups of 9 bank items
+    qg = rng.integers(0, bg.max() + 1, len(queries))
+    queries[:5] = bank[bg == qg[0]][:5]              # exact copies inside the excluded group
+    qg[:5] = qg[0]
+    dist, idx = knn_search(queries, bank, 5, bg, qg, batch_size=8, backend=backend)
+    ref_d, ref_i = _brute(queries, bank, 5, bg, qg)
+    np.testing.assert_allclose(dist, ref_d, atol=2e-6)
+    np.testing.assert_array_equal(idx, ref_i)
+    assert not (bg[idx] == qg[:, None]).any()
+
+
+def test_faiss_and_torch_agree_on_float16(data):
+    _, bank, queries = data
+    b16, q16 = bank.astype(np.float16), queries.astype(np.float16)
+    d1, i1 = knn_search(q16, b16, 4, backend="faiss")
+    d2, i2 = knn_search(q16, b16, 4, backend="torch")
+    np.testing.assert_allclose(d1, d2, atol=2e-6)
+    np.testing.assert_array_equal(i1, i2)
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_missing_neighbours_padded(backend):
+    rng = np.random.default_rng(1)
+    bank = rng.standard_normal((6, 8))
+    groups = np.array([0, 0, 0, 1, 1, 2])
+    dist, idx = knn_search(bank, bank, 5, groups, groups, backend=backend)
+    # item 0 (group 0) has 3 others available, item 5 (group 2) has 5
+    assert (idx[0, :3] >= 0).all() and (idx[0, 3:] == -1).all() and np.isinf(dist[0, 3:]).all()
+    assert (idx[5] >= 0).all()
+    dist, idx = knn_search(bank[:2], bank[:3], 5, backend=backend)
+    assert (idx[:, 3:] == -1).all() and np.isinf(dist[:, 3:]).all()
+
+
+def test_normalize_false_uses_vectors_as_given(data):
+    _, bank, queries = data
+    nb, nq = l2_normalize(bank), l2_normalize(queries)
+    d1, i1 = knn_search(nq, nb, 3, normalize=False)
+    d2, i2 = knn_search(queries, bank, 3)
+    np.testing.assert_allclose(d1, d2, atol=1e-6)
+    np.testing.assert_array_equal(i1, i2)
+
+
+def test_bad_arguments(data):
+    _, bank, queries = data
+    with pytest.raises(ValueError):
+        knn_search(queries, bank, 3, exclude_groups=np.zeros(len(bank)))
+    with pytest.raises(ValueError):
+        knn_search(queries, bank, 3, backend="annoy")
+    with pytest.raises(ValueError):
+        knn_search(queries, bank[:, :5], 3)
+
+
+def test_faiss_gpu_request_without_gpu_is_clear(data):
+    import faiss
+
+    if faiss.get_num_gpus() > 0:
+        pytest.skip("a faiss GPU is present; this checks the message of CPU-only builds")
+    _, bank, queries = data
+    with pytest.raises(RuntimeError, match="no GPU"):
+        knn_search(queries, bank, 3, device="cuda")
+
+
+def _cuda_available():
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="GPU test: needs a CUDA device (torch backend on cuda)")
+def test_torch_cuda_matches_cpu(data):
+    rng, bank, queries = data
+    bg = np.arange(len(bank)) // 9
+    qg = rng.integers(0, bg.max() + 1, len(queries))
+    d1, i1 = knn_search(queries, bank, 5, bg, qg, backend="torch", device="cuda")
+    d2, i2 = knn_search(queries, bank, 5, bg, qg, backend="faiss", device="cpu")
+    np.testing.assert_allclose(d1, d2, atol=1e-5)
+    np.testing.assert_array_equal(i1, i2)
+    s1 = greedy_coreset(bank, n=20, device="cuda", proj_dim=None)
+    s2 = greedy_coreset(bank, n=20, device="cpu", proj_dim=None)
+    np.testing.assert_array_equal(s1, s2)
+
+
+# ------------------------------------------------------------------ coreset
+
+def _brute_greedy(x, n, start):
+    x = _unit(x)
+    sel = [start]
+    mind = ((x - x[start]) ** 2).sum(1)
+    for _ in range(n - 1):
+        j = int(np.argmax(mind))
+        sel.append(j)
+        mind = np.minimum(mind, ((x - x[j]) ** 2).sum(1))
+    return np.array(sel)
+
+
+def test_coreset_matches_brute_force_farthest_point(data):
+    _, bank, _ = data
+    sel = greedy_coreset(bank, n=40, seed=3, proj_dim=None)
+    np.testing.assert_array_equal(sel, _brute_greedy(bank, 40, sel[0]))
+
+
+def test_coreset_distinct_prefix_and_radius_shrinks(data):
+    _, bank, _ = data
+    for proj in (None, 8):
+        big = greedy_coreset(bank, n=120, seed=1, proj_dim=proj)
+        assert len(np.unique(big)) == 120 and big.dtype == np.int64
+        small = greedy_coreset(bank, n=30, seed=1, proj_dim=proj)
+        np.testing.assert_array_equal(big[:30], small)
+        radii = [covering_radius(bank, bank[big[:n]]) for n in (5, 15, 30, 60, 120)]
+        if proj is None:   # exact greedy: non-increasing in the original space
+            assert all(a >= b for a, b in zip(radii, radii[1:]))
+        assert radii[-1] < radii[0]
+
+
+def test_coreset_distinct_with_duplicates_and_ratio():
+    x = np.repeat(np.eye(4, dtype=np.float32), 10, axis=0)    # 4 distinct points, 10 copies each
+    sel = greedy_coreset(x, n=12, proj_dim=None)
+    assert len(np.unique(sel)) == 12
+    assert len(np.unique(x[sel[:4]], axis=0)) == 4             # the 4 distinct points come first
+    assert len(greedy_coreset(x, ratio=0.25)) == 10
+    with pytest.raises(ValueError):
+        greedy_coreset(x, n=3, ratio=0.1)
+    with pytest.raises(ValueError):
+        greedy_coreset(x, n=41)
+
+
+def test_coreset_torch_path_matches_numpy(data):
+    from asdlib.knn import _greedy_torch, _project
+
+    _, bank, _ = data
+    sel = greedy_coreset(bank, n=25, seed=2, proj_dim=8)
+    xp = _project(bank, 8, 2, True)
+    np.testing.assert_array_equal(_greedy_torch(xp, 25, int(sel[0]), "cpu"), sel)

@@ -1,0 +1,111 @@
+"""End to end: the whole notebook pipeline on the tiny preset, its outputs, step caching,
+failure reporting, and nbval against the committed reference notebooks.
+
+The reference notebooks in ``tests/nbval_reference/`` are the executed tiny-run notebooks
+(``make nbval-reference`` rewrites them): a change in any checked result table is a
+deliberate, reviewed change of those files.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from asdlib import pipeline
+from asdlib.experiment import PROJECT_ROOT, STEPS, RunConfig
+
+RUN = "tiny-ci"
+RESULTS = PROJECT_ROOT / "results"
+REFERENCE = Path(__file__).parent / "nbval_reference"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    logs = []
+    run_dir = pipeline.run_pipeline(RunConfig(run=RUN, preset="tiny"), RESULTS,
+                                    log=logs.append)
+    return run_dir, logs
+
+
+def test_every_step_executed(tiny_run):
+    run_dir, _ = tiny_run
+    state = json.loads((run_dir / "pipeline_state.json").read_text())
+    assert list(state) == list(STEPS)
+    for step in STEPS:
+        assert (run_dir / "notebooks" / f"{step}.ipynb").exists()
+
+
+def test_table1_has_four_systems_and_the_floor(tiny_run):
+    run_dir, _ = tiny_run
+    table = pd.read_csv(run_dir / "07_results" / "table1.csv")
+    for s in ("System 1", "System 2", "System 3", "System 4", "log-mel kNN"):
+        assert s in table.columns
+    machines = set(table["machine"]) - {"Overall"}
+    assert len(machines) == 7
+    overall = table[(table["machine"] == "Overall") & (table["metric"] == "hmean")]
+    values = overall[["System 1", "System 2", "System 3", "System 4"]].to_numpy()
+    assert ((values > 0) & (values <= 100)).all()
+
+
+def test_submission_files_in_official_format(tiny_run):
+    run_dir, _ = tiny_run
+    sub = run_dir / "06_fusion" / "submission" / "system_4"
+    files = sorted(p.name for p in sub.iterdir())
+    assert len(files) == 14
+    scores = pd.read_csv(sub / files[0], header=None)
+    assert scores.shape[1] == 2 and scores[0].str.endswith(".wav").all()
+    decisions = pd.read_csv(next(sub.glob("decision_result_*")), header=None)
+    assert set(decisions[1]) <= {0, 1}
+
+
+def test_unchanged_steps_are_skipped(tiny_run):
+    logs = []
+    pipeline.run_pipeline(RunConfig(run=RUN, preset="tiny"), RESULTS, log=logs.append)
+    skipped = [line for line in logs if "unchanged, skipped" in line]
+    assert len(skipped) == len(STEPS)
+
+
+def test_failing_step_is_named_and_earlier_work_kept(tmp_path, monkeypatch):
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    header = (PROJECT_ROOT / "notebooks" / "00_data.py").read_text().split("# %% [markdown]")[0]
+    (nb_dir / "00_data.py").write_text(
+        header + '# %% tags=["parameters"]\nrun_dir = ".."\n\n# %%\n'
+        'from pathlib import Path\nPath(run_dir, "ok.txt").write_text("kept")\n')
+    (nb_dir / "01_finetune.py").write_text(
+        header + '# %% tags=["parameters"]\nrun_dir = ".."\n\n# %%\nx = 1\n\n# %%\n'
+        'raise RuntimeError("deliberate failure")\n')
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nb_dir)
+    with pytest.raises(pipeline.StepFailed) as err:
+        pipeline.run_pipeline(RunConfig(run="broken", preset="tiny"), tmp_path / "results",
+                              steps=("00_data", "01_finetune"), log=lambda *_: None)
+    msg = str(err.value)
+    assert "01_finetune" in msg and "deliberate failure" in msg and "cell" in msg
+    run_dir = tmp_path / "results" / "broken"
+    assert (run_dir / "ok.txt").read_text() == "kept"
+    state = json.loads((run_dir / "pipeline_state.json").read_text())
+    assert "00_data" in state and "01_finetune" not in state
+
+
+def test_nbval_against_reference_notebooks(tiny_run):
+    """Re-execute the committed reference notebooks in the run and compare checked cells."""
+    run_dir, _ = tiny_run
+    refs = sorted(REFERENCE.glob("*.ipynb"))
+    assert [p.stem for p in refs] == [s for s in STEPS if s != "08_explore"]
+    check_dir = run_dir / "nbval"
+    shutil.rmtree(check_dir, ignore_errors=True)
+    check_dir.mkdir()
+    for ref in refs:
+        shutil.copy(ref, check_dir / ref.name)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+         "--nbval-kernel-name", pipeline.KERNEL_NAME, "--nbval-cell-timeout", "900",
+         "--nbval-sanitize-with", str(REFERENCE / "sanitize.cfg"), str(check_dir)],
+        cwd=check_dir, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
