@@ -179,11 +179,12 @@ class ArcFace(nn.Module):
 
 
 class _TrainingHeads(nn.Module):
-    """Everything trained beside the encoder: both heads, the band projection, two ArcFaces.
+    """Everything trained beside the encoder: both heads, the band projection, three ArcFaces.
 
     The band vectors (B, 8, D) are projected by one shared Linear(D, E) and each band is
     classified on its own (loss averaged over bands), so each band vector must carry the
-    class on its own, as the sub-band branch uses it.
+    class on its own, as the sub-band branch uses it. ``utt_arc`` classifies the plain mean
+    of the valid tokens (B, D), the utterance vector of the kNN branches, without a head.
     """
 
     def __init__(self, dim: int, emb_dim: int, n_classes: int, scale: float, margin: float,
@@ -194,10 +195,17 @@ class _TrainingHeads(nn.Module):
         self.band_proj = nn.Linear(dim, emb_dim)
         self.arc = ArcFace(emb_dim, n_classes, scale, margin, easy_margin)
         self.band_arc = ArcFace(emb_dim, n_classes, scale, margin, easy_margin)
+        self.utt_arc = ArcFace(dim, n_classes, scale, margin, easy_margin)
 
     def forward(self, grid, time_valid):
         """-> asp embedding (B, E), band embeddings (B, 8, E)."""
         return self.asp(grid, time_valid), self.band_proj(self.band(grid, time_valid))
+
+
+def mean_tokens(grid: torch.Tensor, time_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T', 8, D), (B, T') -> (B, D) mean over the valid tokens (the utterance vector)."""
+    valid = _token_mask(time_valid, grid).to(grid.dtype)[:, :, None, None]
+    return (grid * valid).sum(dim=(1, 2)) / (valid.sum(dim=(1, 2)) * grid.shape[2])
 
 
 def load_heads(path: str | os.PathLike, device: str | torch.device = "cpu"
@@ -357,6 +365,8 @@ class AdaptConfig:
     """Settings of one adaptation run (defaults = the embedded CPU demo, `AdaptConfig.demo`).
 
     mode: "full" | "last_n" | "lora" | "frozen". warmup_steps > 0 wins over warmup_ratio.
+    Loss = ArcFace(ASP) + band_loss_weight * mean over bands ArcFace(band vector) +
+    utt_loss_weight * ArcFace(mean of the valid tokens).
     lr applies to the encoder, lr * head_lr_mult to the heads and ArcFace centres.
     specaugment: time/frequency masks on the normalised fbank (pre-hook on
     ``patch_embedding``; on the token grid when the encoder has none). mixup: input mixup
@@ -381,6 +391,7 @@ class AdaptConfig:
     arcface_margin: float = 0.2
     easy_margin: bool = False
     band_loss_weight: float = 0.5
+    utt_loss_weight: float = 0.0
     emb_dim: int = 128
     layer: int = -1
     lora_rank: int = 8
@@ -719,6 +730,10 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
                     emb, band = heads(grid, valid)
                     loss, band_loss, c1, c2 = _losses(heads, emb, band, y, y2, lam)
                     total_loss = loss + cfg.band_loss_weight * band_loss
+                    if cfg.utt_loss_weight:
+                        utt = mean_tokens(grid, valid)
+                        total_loss = total_loss + cfg.utt_loss_weight * (
+                            lam * heads.utt_arc(utt, y) + (1.0 - lam) * heads.utt_arc(utt, y2))
                     optimizer.zero_grad(set_to_none=True)
                     total_loss.backward()
                     if cfg.grad_clip:

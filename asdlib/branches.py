@@ -38,6 +38,16 @@ The fine branches keep a localisation map ``(T', 8)`` per clip (the calibrated d
 of each token, NaN on padded time patches). ``fine_broad`` and ``fine_selective`` fitted
 on the same bank with the same search / LDN settings share one ``FinePatchScorer`` (the
 bank densities, self maps and the last test maps are computed once).
+
+Fine-branch cost (1000 clips x 62 x 8 tokens, D = 768): the densities need every bank
+token's K nearest tokens of other clips, an exact 62k x 62k search per band; it runs on
+symmetric blocks (``asdlib.knn.knn_self``, half the matmul work) and keeps
+``max(K, k')`` neighbours, which are also the leave-one-out candidates, so the self maps
+of ALL bank clips come with it at no extra cost. Extra parameters: ``coreset`` (fraction
+of the source tokens kept per band, greedy k-centre on a ``coreset_proj``-dim random
+projection, ``seed``), ``n_self`` (with a coreset or exact LDN the self maps need their
+own search: only ``n_self`` seeded clips get them, the others' self-scores are NaN;
+None = all). Measured times: benchmarks/bench_branches.py.
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asdlib.features import ClipFeatures
-from asdlib.knn import greedy_coreset, knn_search, l2_normalize
+from asdlib.knn import greedy_coreset, knn_search, knn_self, l2_normalize
 from asdlib.ldn import density_from_distances, ldn_from_candidates, ldn_scores, ldn_self_scores
 
 N_BANDS = 8
@@ -74,10 +84,11 @@ class BranchResult:
 
 # ----------------------------------------------------------------------------- descriptors
 
-def band_pool(feats: ClipFeatures, how: str, chunk: int = 64) -> np.ndarray:
+def band_pool(feats: ClipFeatures, how: str) -> np.ndarray:
     """Temporal pooling per band over valid time patches: (N, T', 8, D) -> (N, 8, D) float32.
 
-    how: "mean" or "max". Computed ``chunk`` clips at a time (float32 copies bounded).
+    how: "mean" or "max". One clip at a time, accumulated in float32 (no float32 copy of
+    the token array).
     """
     if how not in ("mean", "max"):
         raise ValueError(f"how must be 'mean' or 'max', got {how!r}")
@@ -86,15 +97,11 @@ def band_pool(feats: ClipFeatures, how: str, chunk: int = 64) -> np.ndarray:
     if n and (n_time.min() < 1 or n_time.max() > t):
         raise ValueError(f"n_time must be in [1, {t}]")
     out = np.empty((n, b, d), dtype=np.float32)
-    for s in range(0, n, chunk):
-        tok = np.asarray(feats.tokens[s:s + chunk], dtype=np.float32)
-        valid = np.arange(t)[None, :] < n_time[s:s + chunk, None]          # (c, T')
-        if how == "mean":
-            tok = tok * valid[:, :, None, None]
-            out[s:s + chunk] = tok.sum(1) / n_time[s:s + chunk, None, None]
-        else:
-            tok = np.where(valid[:, :, None, None], tok, -np.inf)
-            out[s:s + chunk] = tok.max(1)
+    reduce = np.add.reduce if how == "mean" else np.maximum.reduce
+    for i in range(n):
+        reduce(feats.tokens[i, :n_time[i]], axis=0, dtype=np.float32, out=out[i])
+    if how == "mean":
+        out /= n_time[:, None, None].astype(np.float32)
     return out
 
 
@@ -186,8 +193,7 @@ class _VectorCore:
             self.rho = [self._density(v, kw) for v in self.bank]
 
     def _density(self, bank_v: np.ndarray, kw: dict) -> np.ndarray:
-        g = np.arange(len(bank_v))
-        dist, _ = knn_search(bank_v, bank_v, self.p["k_ldn"], g, g, normalize=False, **kw)
+        dist, _ = knn_self(bank_v, self.p["k_ldn"], normalize=False, **kw)
         return density_from_distances(dist, self.p["k_ldn"])
 
     def _match(self, q: np.ndarray, v: int, loo: bool) -> np.ndarray:
@@ -275,7 +281,7 @@ class FinePatchScorer:
                 p["k_ldn"] if p["ldn"] else 0)
             rho = None
             if kk:
-                dist, idx = knn_search(xb, xb, kk, gb, gb, normalize=False, **kw)
+                dist, idx = knn_self(xb, kk, gb, normalize=False, **kw)
                 if p["ldn"]:
                     rho = density_from_distances(dist, p["k_ldn"])
             if reuse:   # keep == all valid tokens

@@ -5,11 +5,14 @@ AS2M fine-tuned ones with a predictor) with strict key matching, reads every set
 the checkpoint's ``cfg`` and saves back in the same format, so the official code can load
 what this module writes.
 
-Differences from the official implementation are in speed and interface only:
-attention goes through ``scaled_dot_product_attention`` with the gated relative-position
-bias as an additive mask, the bucket table is cached per length, q/k/v are one matmul,
-and :meth:`BEATs.extract` returns every requested hidden state as tokens (``B, T'*8, D``,
-time-major: token ``8 * t + f``) plus their time/frequency grid view.
+Differences from the official implementation are in speed and interface only (float32
+outputs agree to ~2e-6): attention goes through ``scaled_dot_product_attention`` with the
+gated relative-position bias as an additive mask, the bucket table is cached per length,
+q/k/v are one matmul, the fbank runs on the whole batch (bitwise equal to the per-clip
+call), the positional convolution runs channels-last (or through the FFT for narrow
+models), and inference reuses its large buffers across layers. :meth:`BEATs.extract`
+returns every requested hidden state as tokens (``B, T'*8, D``, time-major: token
+``8 * t + f``) plus their time/frequency grid view.
 
 Shapes: B batch, N samples (16 kHz), T fbank frames (``1 + (N - 400) // 160``),
 T' time patches (``T // 16``), 8 frequency patches, D encoder dim.
@@ -26,7 +29,7 @@ import dataclasses
 import functools
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -235,13 +238,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 @functools.lru_cache(maxsize=8)
 def _fbank_constants(device: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Povey window (400,), mel matrix (257, 128) and log floor, as torchaudio's Kaldi fbank."""
+    """Povey window (400,), mel matrix (257, 128) and log floor, as torchaudio's Kaldi fbank.
+
+    Cached per device; built outside inference mode so that training can use them too.
+    """
     import torchaudio.compliance.kaldi as kaldi  # lazily: torchaudio is slow to import
 
-    window = torch.hann_window(FRAME_LENGTH_SAMPLES, periodic=False, dtype=torch.float32).pow(0.85)
-    mel, _ = kaldi.get_mel_banks(NUM_MEL_BINS, 512, float(SAMPLE_RATE), 20.0, 0.0, 100.0, -500.0, 1.0)
-    mel = F.pad(mel, (0, 1)).T.contiguous()  # Nyquist bin gets weight 0
-    return window.to(device), mel.to(device), kaldi.EPSILON.to(device)
+    with torch.inference_mode(False):
+        window = torch.hann_window(FRAME_LENGTH_SAMPLES, periodic=False, dtype=torch.float32).pow(0.85)
+        mel, _ = kaldi.get_mel_banks(NUM_MEL_BINS, 512, float(SAMPLE_RATE), 20.0, 0.0, 100.0, -500.0, 1.0)
+        mel = F.pad(mel, (0, 1)).T.contiguous()  # Nyquist bin gets weight 0
+        return window.to(device), mel.to(device), kaldi.EPSILON.to(device)
 
 
 def compute_fbank(wav: Tensor) -> Tensor:
@@ -297,6 +304,33 @@ def _activation(name: str, x: Tensor) -> Tensor:
     return x  # "linear"
 
 
+def _activation_(name: str, x: Tensor) -> Tensor:
+    """The same activations in place (inference only: saves a large allocation per layer)."""
+    if name == "gelu":
+        return torch.ops.aten.gelu_(x)
+    if name == "gelu_accurate":
+        return torch.ops.aten.gelu_(x, approximate="tanh")
+    if name == "relu":
+        return x.relu_()
+    if name == "tanh":
+        return x.tanh_()
+    if name == "swish":
+        return F.silu(x, inplace=True)
+    return x  # "linear"
+
+
+@dataclass
+class _Workspace:
+    """Buffers reused by every layer of one inference forward (no autograd, no autocast).
+
+    attn_mask: (B, H, L, L) gated bias; ffn: (B * L, FFN) hidden activations. Reusing them
+    avoids fresh 20-50 MB allocations, whose page faults cost ~5 % at the base size.
+    """
+
+    attn_mask: Tensor | None = None
+    ffn: Tensor | None = None
+
+
 class WeightNormConv1d(nn.Module):
     """Conv1d whose weight is ``g * v / ||v||`` with the norm over dims (0, 1) per kernel tap.
 
@@ -304,27 +338,56 @@ class WeightNormConv1d(nn.Module):
     of the old ``nn.utils.weight_norm(conv, dim=2)`` in the checkpoints, and stays
     deep-copyable. Forward pads K // 2 on both sides and drops the last output when K is
     even (the official ``SamePad``), so the output length equals the input length.
+
+    Narrow models (kernel spectrum up to ``FFT_MAX_WEIGHT_BINS`` complex values, e.g. the
+    "small" config) convolve through the FFT once a batch holds ``FFT_MIN_TOKENS`` tokens:
+    4x faster there, and closer to a float64 reference than the direct conv. Wide ones
+    (official 768 dim, whose kernel spectrum would be 150 MB) convolve directly.
     """
+
+    FFT_MAX_WEIGHT_BINS = 4_000_000
+    FFT_MIN_TOKENS = 512
 
     def __init__(self, channels: int, kernel_size: int, groups: int) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.groups = groups
+        self.bias = nn.Parameter(torch.zeros(channels))  # registration order = official key order
         self.weight_g = nn.Parameter(torch.ones(1, 1, kernel_size))
         self.weight_v = nn.Parameter(torch.empty(channels, channels // groups, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(channels))
 
     def weight(self) -> Tensor:
-        """Effective kernel (C_out, C_in / groups, K)."""
-        v = self.weight_v
-        return v * (self.weight_g / torch.linalg.vector_norm(v, dim=(0, 1), keepdim=True))
+        """Effective kernel (C_out, C_in / groups, K): the op behind torch's weight norm."""
+        return torch._weight_norm(self.weight_v, self.weight_g, 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x (B, C, L) -> (B, C, L)."""
-        out = F.conv1d(x, self.weight(), self.bias, padding=self.kernel_size // 2, groups=self.groups)
-        if self.kernel_size % 2 == 0:
-            out = out[:, :, :-1]
-        return out
+        """x (B, C, L) -> (B, C, L): ``out[t] = bias + sum_k w[k] x[t + k - K // 2]``."""
+        channels, group_size, kernel = self.weight_v.shape
+        length = x.shape[-1]
+        n_fft = 1 << (length + kernel - 2).bit_length()  # >= L + K - 1: no circular wrap
+        if (x.shape[0] * length >= self.FFT_MIN_TOKENS
+                and channels * group_size * (n_fft // 2 + 1) <= self.FFT_MAX_WEIGHT_BINS):
+            return self._fft_forward(x, n_fft)
+        # as a channels-last conv2d over (B, C, 1, L): oneDNN runs it ~1.4x faster than conv1d,
+        # and a (B, L, C) input arrives as a channels-last view without a copy
+        weight = self.weight().unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        out = F.conv2d(x.unsqueeze(2).contiguous(memory_format=torch.channels_last), weight, self.bias,
+                       padding=(0, kernel // 2), groups=self.groups)
+        return out.squeeze(2)[:, :, :length]
+
+    def _fft_forward(self, x: Tensor, n_fft: int) -> Tensor:
+        """The same correlation as products of spectra, per group (float32 throughout)."""
+        batch, channels, length = x.shape
+        groups, group_size = self.groups, channels // self.groups
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            x_spec = torch.fft.rfft(F.pad(x, (self.kernel_size // 2, 0)), n=n_fft)  # (B, C, F)
+            w_spec = torch.fft.rfft(self.weight(), n=n_fft).conj()  # (C, C/g, F): correlation
+            bins = x_spec.shape[-1]
+            y_spec = torch.einsum("gocf,bgcf->bgof", w_spec.view(groups, group_size, group_size, bins),
+                                  x_spec.view(batch, groups, group_size, bins))
+            out = torch.fft.irfft(y_spec.reshape(batch, channels, bins), n=n_fft)[:, :, :length]
+            return out + self.bias[:, None]
 
 
 @functools.lru_cache(maxsize=16)
@@ -333,49 +396,57 @@ def _relative_bucket_table(length: int, num_buckets: int, max_distance: int, dev
 
     Half the buckets for ``j > i``; exact buckets for ``|j - i| < num_buckets // 4``, then
     logarithmic up to ``max_distance`` (float32 log, truncated), clamped to the last bucket.
-    Cached per length and device; callers must not modify the result.
+    Cached per length and device (built outside inference mode so that training can use
+    it); callers must not modify the result.
     """
-    half = num_buckets // 2
-    max_exact = half // 2
-    offsets = torch.arange(-(length - 1), length, dtype=torch.long)  # j - i, (2L - 1,)
-    distance = offsets.abs()
-    large = max_exact + (
-        torch.log(distance.float() / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
-    ).to(torch.long)
-    large = torch.clamp(large, max=half - 1)
-    bucket_of_offset = (offsets > 0).long() * half + torch.where(distance < max_exact, distance, large)
-    i = torch.arange(length)
-    table = bucket_of_offset[(i[None, :] - i[:, None]) + (length - 1)]  # [i, j] -> bucket(j - i)
-    return table.to(device)
+    with torch.inference_mode(False):
+        half = num_buckets // 2
+        max_exact = half // 2
+        offsets = torch.arange(-(length - 1), length, dtype=torch.long)  # j - i, (2L - 1,)
+        distance = offsets.abs()
+        large = max_exact + (
+            torch.log(distance.float() / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
+        ).to(torch.long)
+        large = torch.clamp(large, max=half - 1)
+        bucket_of_offset = (offsets > 0).long() * half + torch.where(distance < max_exact, distance, large)
+        i = torch.arange(length)
+        table = bucket_of_offset[(i[None, :] - i[:, None]) + (length - 1)]  # [i, j] -> bucket(j - i)
+        return table.to(device)
 
 
 class MultiheadSelfAttention(nn.Module):
     """Self-attention with the gated relative position bias of BEATs (official names)."""
 
-    def __init__(self, cfg: BEATsConfig, relative_attention_bias: nn.Embedding | None) -> None:
+    def __init__(self, cfg: BEATsConfig, relative_attention_bias: nn.Embedding | None,
+                 layer_index: int) -> None:
         super().__init__()
         dim, heads = cfg.encoder_embed_dim, cfg.encoder_attention_heads
         self.num_heads = heads
         self.head_dim = dim // heads
         self.attention_dropout = cfg.attention_dropout
+        self.gru_rel_pos = cfg.gru_rel_pos
+        # registration order reproduces the official state-dict key order: the shared table
+        # comes first in layer 0 and last in the others (where the official code re-assigns it)
+        if cfg.gru_rel_pos:
+            self.grep_a = nn.Parameter(torch.ones(1, heads, 1, 1))
+        if relative_attention_bias is not None and layer_index == 0:
+            self.relative_attention_bias = relative_attention_bias
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.q_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
-        if relative_attention_bias is not None:
-            # the same module in every layer: one table, its key repeated under each layer name
-            self.relative_attention_bias = relative_attention_bias
-        self.gru_rel_pos = cfg.gru_rel_pos
         if cfg.gru_rel_pos:
             self.grep_linear = nn.Linear(self.head_dim, 8)
-            self.grep_a = nn.Parameter(torch.ones(1, heads, 1, 1))
+        if relative_attention_bias is not None and layer_index > 0:
+            # the same module in every layer: one table, its key repeated under each layer name
+            self.relative_attention_bias = relative_attention_bias
 
     def forward(self, x: Tensor, position_bias: Tensor | None, key_padding_bias: Tensor | None,
                 mask_buffer: Tensor | None = None) -> Tensor:
         """x (B, L, D); position_bias (H, L, L) ungated; key_padding_bias (B, 1, 1, L) 0/-inf.
 
-        ``mask_buffer`` (B, H, L, L), when given, receives the gated mask in place (saves an
-        allocation per layer; only when no gradient is recorded). Returns (B, L, D).
+        ``mask_buffer`` (B, H, L, L), when given, receives the gated mask in place (inference
+        only). Returns (B, L, D).
         """
         batch, length, dim = x.shape
         heads, head_dim = self.num_heads, self.head_dim
@@ -414,10 +485,11 @@ class MultiheadSelfAttention(nn.Module):
 class EncoderLayer(nn.Module):
     """Post-LN (DeepNorm) transformer layer: ``x = LN(alpha * x + f(x))`` for attn and FFN."""
 
-    def __init__(self, cfg: BEATsConfig, relative_attention_bias: nn.Embedding | None) -> None:
+    def __init__(self, cfg: BEATsConfig, relative_attention_bias: nn.Embedding | None,
+                 layer_index: int) -> None:
         super().__init__()
         dim = cfg.encoder_embed_dim
-        self.self_attn = MultiheadSelfAttention(cfg, relative_attention_bias)
+        self.self_attn = MultiheadSelfAttention(cfg, relative_attention_bias, layer_index)
         self.self_attn_layer_norm = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, cfg.encoder_ffn_embed_dim)
         self.fc2 = nn.Linear(cfg.encoder_ffn_embed_dim, dim)
@@ -428,13 +500,18 @@ class EncoderLayer(nn.Module):
         self.deep_norm_alpha = (2.0 * cfg.encoder_layers) ** 0.25 if cfg.deep_norm else 1.0
 
     def forward(self, x: Tensor, position_bias: Tensor | None, key_padding_bias: Tensor | None,
-                mask_buffer: Tensor | None = None) -> Tensor:
+                workspace: _Workspace | None = None) -> Tensor:
         """x (B, L, D) -> (B, L, D)."""
         training = self.training
-        y = self.self_attn(x, position_bias, key_padding_bias, mask_buffer)
+        workspace = workspace or _Workspace()
+        y = self.self_attn(x, position_bias, key_padding_bias, workspace.attn_mask)
         y = F.dropout(y, self.dropout, training)
         x = self.self_attn_layer_norm(torch.add(y, x, alpha=self.deep_norm_alpha))
-        y = _activation(self.activation_fn, self.fc1(x))
+        if workspace.ffn is not None:
+            hidden = torch.addmm(self.fc1.bias, x.view(-1, x.shape[-1]), self.fc1.weight.T, out=workspace.ffn)
+            y = _activation_(self.activation_fn, hidden).view(*x.shape[:-1], -1)
+        else:
+            y = _activation(self.activation_fn, self.fc1(x))
         y = F.dropout(y, self.activation_dropout, training)
         y = F.dropout(self.fc2(y), self.dropout, training)
         return self.final_layer_norm(torch.add(y, x, alpha=self.deep_norm_alpha))
@@ -451,10 +528,10 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         dim = cfg.encoder_embed_dim
         self.pos_conv = nn.Sequential(WeightNormConv1d(dim, cfg.conv_pos, cfg.conv_pos_groups))
-        self.layer_norm = nn.LayerNorm(dim)
         shared_bias = (nn.Embedding(cfg.num_buckets, cfg.encoder_attention_heads)
                        if cfg.relative_position_embedding else None)
-        self.layers = nn.ModuleList(EncoderLayer(cfg, shared_bias) for _ in range(cfg.encoder_layers))
+        self.layers = nn.ModuleList(EncoderLayer(cfg, shared_bias, index) for index in range(cfg.encoder_layers))
+        self.layer_norm = nn.LayerNorm(dim)
         self.relative_position_embedding = cfg.relative_position_embedding
         self.num_buckets = cfg.num_buckets
         self.max_distance = cfg.max_distance
@@ -476,8 +553,8 @@ class TransformerEncoder(nn.Module):
         """
         if token_padding is not None:
             x = x.masked_fill(token_padding.unsqueeze(-1), 0.0)
-        conv = self.pos_conv[0](x.transpose(1, 2))
-        x = x + F.gelu(conv).transpose(1, 2)
+        conv = self.pos_conv[0](x.transpose(1, 2))  # (B, D, L), strides usually of (B, L, D)
+        x = x + F.gelu(conv.transpose(1, 2))
         x = self.layer_norm(x)
         x = F.dropout(x, self.dropout, self.training)
 
@@ -491,9 +568,12 @@ class TransformerEncoder(nn.Module):
         if token_padding is not None:
             key_padding_bias = torch.zeros(batch, 1, 1, length, dtype=x.dtype, device=x.device)
             key_padding_bias.masked_fill_(token_padding[:, None, None, :], float("-inf"))
-        mask_buffer = None
-        if position_bias is not None and not torch.is_grad_enabled() and self.layers[0].self_attn.gru_rel_pos:
-            mask_buffer = x.new_empty(batch, heads, length, length, dtype=position_bias.dtype)
+        workspace = _Workspace()
+        if not torch.is_grad_enabled() and last_layer:
+            if position_bias is not None and self.layers[0].self_attn.gru_rel_pos:
+                workspace.attn_mask = x.new_empty(batch, heads, length, length, dtype=position_bias.dtype)
+            if not torch.is_autocast_enabled(x.device.type):  # addmm(out=) needs one dtype
+                workspace.ffn = x.new_empty(batch * length, self.layers[0].fc1.out_features)
 
         training = self.training
         decay = self.layer_wise_gradient_decay_ratio
@@ -501,7 +581,7 @@ class TransformerEncoder(nn.Module):
             if training and decay != 1.0 and torch.is_grad_enabled():
                 x = _GradMultiply.apply(x, decay)
             if not (training and self.layerdrop > 0.0 and float(torch.rand(())) < self.layerdrop):
-                x = layer(x, position_bias, key_padding_bias, mask_buffer)
+                x = layer(x, position_bias, key_padding_bias, workspace)
             if index in keep:
                 hidden[index] = x
         return hidden
@@ -542,8 +622,8 @@ class EncoderOutput:
     """What :meth:`BEATs.extract` returns.
 
     tokens: {layer: (B, T'*8, D)}, time-major (token ``8 * t + f``), keyed by hidden-state
-        index (0 = input to layer 0, i = output of layer i, -1 = final); float32 unless the
-        caller asked for another output dtype.
+        index (0 = input to layer 0, i = output of layer i, -1 = final); float32 also
+        under bfloat16 autocast. Tokens of padded time patches are left as computed.
     token_padding: (B, T'*8) bool, True = padded, or None when no padding mask was given.
     time_valid: (B, T') bool, True where the time patch lies wholly in unpadded audio.
     logits, probs: (B, C) for fine-tuned checkpoints (predictor on each token, mean over
@@ -600,13 +680,14 @@ class BEATs(nn.Module):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
-        self.patch_embedding = nn.Conv2d(1, cfg.embed_dim, kernel_size=cfg.input_patch_size,
-                                         stride=cfg.input_patch_size, bias=cfg.conv_bias)
-        self.layer_norm = nn.LayerNorm(cfg.embed_dim)
+        # registration order = official state-dict key order
         self.post_extract_proj = (nn.Linear(cfg.embed_dim, cfg.encoder_embed_dim)
                                   if cfg.embed_dim != cfg.encoder_embed_dim else None)
+        self.patch_embedding = nn.Conv2d(1, cfg.embed_dim, kernel_size=cfg.input_patch_size,
+                                         stride=cfg.input_patch_size, bias=cfg.conv_bias)
         self.dropout_input = cfg.dropout_input
         self.encoder = TransformerEncoder(cfg)
+        self.layer_norm = nn.LayerNorm(cfg.embed_dim)
         self.predictor = (nn.Linear(cfg.encoder_embed_dim, cfg.predictor_class)
                           if cfg.finetuned_model else None)
         self.label_dict: Any = None
@@ -639,7 +720,8 @@ class BEATs(nn.Module):
             raise EncoderInputError(f"clips must have >= {MIN_SAMPLES} samples (one 16-frame patch), "
                                     f"got {wav.shape[1]}")
         wav = wav.to(device=self.device, dtype=torch.float32)
-        peak = wav.detach().abs().max()
+        low, high = torch.aminmax(wav.detach())
+        peak = torch.maximum(-low, high)
         if not torch.isfinite(peak):
             raise EncoderInputError("wav contains NaN or inf")
         if peak > 2.0:
@@ -698,7 +780,9 @@ class BEATs(nn.Module):
              dtype: torch.dtype | None, official_mask: bool) -> EncoderOutput:
         """Shared forward for extract / extract_features (inputs already validated)."""
         num_layers = self.num_layers
-        if layers is None or (isinstance(layers, str) and layers == "all"):
+        if isinstance(layers, str) and layers != "all":
+            raise ValueError(f"layers must be ints, 'all' or None, got {layers!r}")
+        if layers is None or layers == "all":
             keep = set(range(num_layers + 1))
         elif isinstance(layers, int):
             keep = {_normalise_layer(layers, num_layers)}
@@ -762,8 +846,10 @@ class BEATs(nn.Module):
             final, negatives count from the end), a single int, or "all" / None for all.
             Layers after the deepest one requested are not run.
         sample_rate: must be 16000 (raises EncoderInputError otherwise).
-        dtype: None / float32, or bfloat16 (float16 on GPU) to run under autocast; tokens
-            are returned as float32. bfloat16 deviates from float32 by ~1e-2 relative.
+        dtype: None / float32, or bfloat16 (float16 on GPU) to run under autocast (fbank,
+            LayerNorms and softmax statistics stay float32); tokens are returned as float32.
+            bfloat16 vs float32, final tokens: rms deviation ~1 % of the rms value, max
+            ~1 % (fixture model) to ~4 % (random base model) of the largest value.
 
         Gradients flow (no no_grad inside); wrap in torch.inference_mode() for inference.
         Dropout, layerdrop and layer-wise gradient decay (cfg) act only in training mode.

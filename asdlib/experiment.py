@@ -130,19 +130,30 @@ class Run:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def keyed_dir(self, name: str, settings: dict) -> Path:
+        """``work/<name>/<hash of settings>``: a change of settings never reuses old work."""
+        import hashlib
+
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+        return self.work / name / key.hexdigest()[:16]
+
+    def set_current(self, name: str, path: str | Path) -> None:
+        """Record which folder under ``work/`` is the current ``name`` (read by later steps)."""
+        rel = Path(path).resolve().relative_to(self.work)
+        atomic_write_text(self.work / f"{name}.json", json.dumps({"path": str(rel)}))
+
+    def current(self, name: str, step: str) -> Path:
+        """The folder recorded by :meth:`set_current`; ``step`` is named when it is missing."""
+        pointer = self.work / f"{name}.json"
+        if not pointer.exists():
+            raise FileNotFoundError(f"{pointer} missing: run step {step} first")
+        return self.work / json.loads(pointer.read_text())["path"]
+
     def feature_store(self):
         """The feature store written by step 02 for this run."""
         from asdlib import features
 
-        pointer = self.work / "features.json"
-        if not pointer.exists():
-            raise FileNotFoundError(f"{pointer} missing: run step 02_extract first")
-        return features.FeatureStore(self.work / json.loads(pointer.read_text())["store"])
-
-    def set_feature_store(self, path: str | Path) -> None:
-        """Record which store (a folder under ``work/``) the scoring steps read."""
-        rel = Path(path).resolve().relative_to(self.work)
-        atomic_write_text(self.work / "features.json", json.dumps({"store": str(rel)}))
+        return features.FeatureStore(self.current("features", "02_extract"))
 
 
 #: The committed manifest of the embedded default dataset (demo preset, seed 0).
@@ -161,12 +172,15 @@ def dataset_root(config: RunConfig, progress: bool = True) -> Path:
         return root
     from asdlib import synth
 
-    manifest = EMBEDDED_MANIFEST if (config.preset, config.seed) == EMBEDDED_DEFAULT else None
-    return Path(synth.ensure_dataset(root, config.preset, config.seed, manifest=manifest,
-                                     progress=progress))
+    built = Path(synth.ensure_dataset(root, config.preset, config.seed, progress=progress))
+    if (config.preset, config.seed) == EMBEDDED_DEFAULT and EMBEDDED_MANIFEST.exists():
+        from asdlib import data
+
+        data.verify_manifest(built, EMBEDDED_MANIFEST)  # raises ManifestMismatch, naming files
+    return built
 
 
-def clip_table(config: RunConfig, progress: bool = True):
+def clip_table(config: RunConfig, root: Path | None = None):
     """Clip table of the run's dataset (machines filtered), with a ``kind`` column.
 
     ``kind`` is the fault kind of anomalous test clips where the dataset records it
@@ -174,7 +188,7 @@ def clip_table(config: RunConfig, progress: bool = True):
     """
     from asdlib import data
 
-    root = dataset_root(config, progress)
+    root = root or dataset_root(config)
     table = data.scan_dataset(root, machines=config.machines)
     kinds = []
     for machine, rows in table.groupby("machine", sort=False):

@@ -207,7 +207,8 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     if callable(obj):  # functions, classes: by name (repr would hold a memory address)
-        return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+        name = getattr(obj, "__qualname__", type(obj).__name__)
+        return f"{getattr(obj, '__module__', '?')}.{name}"
 
     if hasattr(obj, "__dict__"):
         return _jsonable({k: v for k, v in vars(obj).items() if not k.startswith("_")})
@@ -443,7 +444,8 @@ def _build_part(part: Path, rows, channel: str, model, asp, band, cfg: ExtractCo
     """Encode the clips of ``rows`` into ``part`` (atomically); returns the part facts."""
     import torch
 
-    for stale in [*part.parent.glob(f".{part.name}.tmp-*"), *part.parent.glob(f".{part.name}.old-*")]:
+    leftovers = [*part.parent.glob(f".{part.name}.tmp-*"), *part.parent.glob(f".{part.name}.old-*")]
+    for stale in leftovers:
         shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted run
     tmp = part.parent / f".{part.name}.tmp-{os.getpid()}"
     tmp.mkdir(parents=True)

@@ -10,7 +10,8 @@ Leave-one-out: every bank item carries a group id (e.g. its clip); a query with 
 ``k + extra`` neighbours, ``extra`` = the largest group size in the bank, and filters; the
 torch backend masks the same-group entries of the similarity matrix before ``topk``.
 Both are exact. Missing neighbours (bank smaller than ``k`` after exclusion) come back as
-``dist = inf``, ``idx = -1``.
+``dist = inf``, ``idx = -1``. ``knn_self`` is the bank-vs-itself case (LDN densities,
+leave-one-out self-scores), computed on symmetric blocks to halve the matmul work.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import numpy as np
 _NORM_EPS = 1e-12
 
 
-def l2_normalize(x: np.ndarray, *, copy: bool = True) -> np.ndarray:
+def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Row-wise L2-normalised float32 copy of ``x`` (rows of norm 0 stay 0). (N, D) -> (N, D)"""
-    out = np.array(x, dtype=np.float32, copy=copy, order="C")
+    out = np.array(x, dtype=np.float32, order="C")
     norms = np.sqrt(np.einsum("ij,ij->i", out, out))
     out /= np.maximum(norms, _NORM_EPS)[:, None]
     return out
@@ -46,9 +47,10 @@ class _GroupIndex:
 
     def pairs(self, query_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(rows, cols): every bank col sharing the group of query row."""
-        pos = np.searchsorted(self.ids, query_groups)
-        pos = np.clip(pos, 0, max(len(self.ids) - 1, 0))
-        hit = (len(self.ids) > 0) & (self.ids[pos] == query_groups)
+        if len(self.ids) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        pos = np.clip(np.searchsorted(self.ids, query_groups), 0, len(self.ids) - 1)
+        hit = self.ids[pos] == query_groups
         cnt = np.where(hit, self.counts[pos], 0)
         rows = np.repeat(np.arange(len(query_groups)), cnt)
         if len(rows) == 0:
@@ -188,6 +190,85 @@ def knn_search(queries: np.ndarray, bank: np.ndarray, k: int,
     return dist, idx
 
 
+def knn_self(x: np.ndarray, k: int, groups: np.ndarray | None = None,
+             symmetric: bool = True, block: int = 4096, batch_size: int = 8192,
+             backend: str = "faiss", device: str = "cpu",
+             normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest OTHER items of every item of ``x`` (N, D), leaving out its own group.
+
+    Same result as ``knn_search(x, x, k, groups, groups)`` (groups default: each item
+    alone, i.e. only the item itself is left out), for the bank-vs-bank searches of LDN
+    densities and leave-one-out self-scores.
+    ``symmetric=True`` (CPU) computes each pair of ``block``-sized blocks once: one BLAS
+    product S = X_I X_J^T feeds both the rows of I and the rows of J. Each row keeps its
+    running top-k and the k-th best similarity as a threshold, so only entries above it
+    (a small fraction once the diagonal blocks have set the thresholds) are merged. This
+    halves the matmul work of the quadratic pass (measured in benchmarks/bench_branches.py).
+    Otherwise (or with the torch backend / a CUDA device) it is plain ``knn_search``.
+    Returns ``dist (N, k)`` ascending and ``idx (N, k)`` (``inf`` / ``-1`` where missing).
+    """
+    x = np.asarray(x)
+    groups = np.arange(len(x)) if groups is None else np.asarray(groups)
+    if len(groups) != len(x):
+        raise ValueError("groups must be (N,)")
+    kw = dict(batch_size=batch_size, backend=backend, device=device)
+    if not symmetric or backend != "faiss" or _check_device(device) != "cpu" or len(x) <= block:
+        return knn_search(x, x, k, groups, groups, normalize=normalize, **kw)
+    x = _as_f32(x, normalize)
+    n = len(x)
+    best_s = np.full((n, k), -np.inf, dtype=np.float32)
+    best_i = np.full((n, k), -1, dtype=np.int64)
+    gindex = _GroupIndex(groups)
+    blocks = [(s, min(n, s + block)) for s in range(0, n, block)]
+    block_groups = [np.unique(groups[a:b]) for a, b in blocks]
+
+    # diagonal blocks: exact top-k inside the block sets the first thresholds
+    for a, b in blocks:
+        d, i = knn_search(x[a:b], x[a:b], k, groups[a:b], groups[a:b], normalize=False, **kw)
+        best_s[a:b] = np.where(i >= 0, 1.0 - d, -np.inf)
+        best_i[a:b] = np.where(i >= 0, i + a, -1)
+    theta = best_s[:, -1].copy()
+
+    def merge(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray) -> None:
+        """Merge candidate (row, col, sim) triples into the running top-k lists."""
+        if len(rows) == 0:
+            return
+        u, cnt = np.unique(rows, return_counts=True)
+        r = np.concatenate([np.repeat(u, k), rows])
+        c = np.concatenate([best_i[u].ravel(), cols])
+        v = np.concatenate([best_s[u].ravel(), vals])
+        # one float64 key sorts by row, then by descending similarity (sims lie in [-1, 1];
+        # missing entries, -inf, are keyed as -2 so they stay inside their row)
+        order = np.argsort(r * 4.0 + (1.0 - np.maximum(v, -2.0)), kind="stable")
+        c, v = c[order], v[order]
+        start = np.cumsum(cnt + k) - (cnt + k)
+        take = (start[:, None] + np.arange(k)[None, :]).ravel()
+        best_s[u] = v[take].reshape(len(u), k)
+        best_i[u] = c[take].reshape(len(u), k)
+        theta[u] = best_s[u, -1]
+
+    def above(s: np.ndarray, thr: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row, col) of the entries of s above the per-row (axis 1) / per-col threshold."""
+        return np.nonzero(s > (thr[:, None] if axis == 1 else thr[None, :]))
+
+    for bi, (a0, a1) in enumerate(blocks):
+        for bj in range(bi + 1, len(blocks)):
+            b0, b1 = blocks[bj]
+            s = x[a0:a1] @ x[b0:b1].T
+            if len(np.intersect1d(block_groups[bi], block_groups[bj], assume_unique=True)):
+                rows, cols = gindex.pairs(groups[a0:a1])
+                ok = (cols >= b0) & (cols < b1)
+                s[rows[ok], cols[ok] - b0] = -np.inf
+            r, c = above(s, theta[a0:a1], 1)
+            merge(r + a0, c + b0, s[r, c])
+            r, c = above(s, theta[b0:b1], 0)
+            merge(c + b0, r + a0, s[r, c])
+    best_i[~np.isfinite(best_s)] = -1
+    dist = np.maximum(np.float32(0.0), np.float32(1.0) - best_s)
+    dist[best_i < 0] = np.inf
+    return dist, best_i
+
+
 def _coreset_size(n_items: int, n: int | None, ratio: float | None) -> int:
     if (n is None) == (ratio is None):
         raise ValueError("give exactly one of n or ratio")
@@ -245,6 +326,17 @@ def greedy_coreset(x: np.ndarray, n: int | None = None, ratio: float | None = No
 
 
 def _greedy_numpy(xp: np.ndarray, size: int, start: int) -> np.ndarray:
+    # thousands of small memory-bound matvecs: multi-threaded BLAS only adds thread
+    # wake-up / spin cost (measured 15 ms vs 1 ms per step on a busy 2-core machine)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return _greedy_numpy_loop(xp, size, start)
+    with threadpool_limits(1, user_api="blas"):
+        return _greedy_numpy_loop(xp, size, start)
+
+
+def _greedy_numpy_loop(xp: np.ndarray, size: int, start: int) -> np.ndarray:
     sq = np.einsum("ij,ij->i", xp, xp)
     sel = np.empty(size, dtype=np.int64)
     sel[0] = start

@@ -10,7 +10,8 @@ The minimum is over the ratio, so the chosen reference can differ from the raw n
 neighbour. ``k_candidates=None`` takes the minimum over every bank item, exactly: with
 ``w_j = 1 / (eps + rho_j)`` the ratio is ``w_j - <x, w_j r_j>``, a maximum inner product
 against the augmented vectors ``[w_j r_j, w_j]`` and the query ``[x, -1]``, so one faiss
-search does it. ``k_candidates=k'`` takes the minimum over the k' raw nearest neighbours
+search does it (its best 8 candidates are then rescored directly, because the augmented
+product loses float32 precision when some rho_j is tiny). ``k_candidates=k'`` takes the minimum over the k' raw nearest neighbours
 (the patch-bank variant).
 
 Leave-one-out self-scores (``ldn_self_scores``): a bank item is scored against the bank
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from asdlib.knn import _as_f32, _search_ip, knn_search
+from asdlib.knn import _as_f32, _search_ip, knn_search, knn_self
+
+_REFINE = 8  # candidates of the exact (augmented) search rescored directly in float32
 
 
 def density_from_distances(dist: np.ndarray, K: int) -> np.ndarray:
@@ -47,9 +50,8 @@ def local_density(bank: np.ndarray, K: int = 16, groups: np.ndarray | None = Non
     groups: (N,) clip id per item; items of the same clip are never neighbours (default:
     each item is its own group, i.e. only the item itself is left out).
     """
-    groups = np.arange(len(bank)) if groups is None else np.asarray(groups)
-    dist, _ = knn_search(bank, bank, K, exclude_groups=groups, query_groups=groups,
-                         batch_size=batch_size, backend=backend, device=device, normalize=normalize)
+    dist, _ = knn_self(bank, K, groups, batch_size=batch_size, backend=backend, device=device,
+                       normalize=normalize)
     return density_from_distances(dist, K)
 
 
@@ -86,21 +88,35 @@ def ldn_scores(queries: np.ndarray, bank: np.ndarray, rho: np.ndarray, eps: floa
         return ldn_from_candidates(dist, idx, rho, eps)
     if (exclude_groups is None) != (query_groups is None):
         raise ValueError("give both exclude_groups and query_groups, or neither")
-    w = (1.0 / (np.float32(eps) + np.asarray(rho, dtype=np.float32))).astype(np.float32)
+    rho = np.asarray(rho, dtype=np.float32)
+    w = (1.0 / (np.float32(eps) + rho)).astype(np.float32)
     b = _as_f32(bank, normalize)
     aug_bank = np.empty((len(b), b.shape[1] + 1), dtype=np.float32)
     aug_bank[:, :-1] = b * w[:, None]
     aug_bank[:, -1] = w
-    del b
 
     def augment(batch: np.ndarray) -> np.ndarray:  # [x, -1], one batch at a time
         q = _as_f32(batch, normalize)
         return np.concatenate([q, -np.ones((len(q), 1), dtype=np.float32)], axis=1)
 
-    sim, idx = _search_ip(queries, aug_bank, 1, exclude_groups, query_groups, batch_size,
-                          backend, device, prepare=augment)
-    scores = np.where(idx[:, 0] >= 0, np.maximum(np.float32(0.0), -sim[:, 0]), np.inf)
-    arg = idx[:, 0]
+    # w_j - <x, w_j r_j> cancels badly in float32 when w_j is large: take the best
+    # _REFINE candidates of the augmented search and rescore them directly.
+    queries = np.asarray(queries)
+    _, idx = _search_ip(queries, aug_bank, min(_REFINE, len(b)), exclude_groups, query_groups,
+                        batch_size, backend, device, prepare=augment)
+    del aug_bank
+    scores = np.empty(len(queries), dtype=np.float32)
+    arg = np.empty(len(queries), dtype=np.int64)
+    for s in range(0, len(queries), batch_size):
+        q = _as_f32(queries[s:s + batch_size], normalize)
+        cand = idx[s:s + len(q)]
+        safe = np.maximum(cand, 0)
+        d = np.maximum(np.float32(0.0), np.float32(1.0) - np.einsum("md,mkd->mk", q, b[safe]))
+        ratio = np.where(cand >= 0, d / (np.float32(eps) + rho[safe]), np.inf)
+        col = np.argmin(ratio, axis=1)
+        rows = np.arange(len(q))
+        scores[s:s + len(q)] = ratio[rows, col]
+        arg[s:s + len(q)] = np.where(np.isfinite(ratio[rows, col]), cand[rows, col], -1)
     return scores.astype(np.float32), arg
 
 

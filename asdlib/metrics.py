@@ -507,3 +507,40 @@ def evaluate_submission(score_dir, gt_root, machines: Sequence[str] | None = Non
         det.loc[OVERALL] = det.mean()
         table = table.join(det)
     return table
+
+
+# --------------------------------------------------------------------------- fast path
+
+def fast_auc(y: np.ndarray, s: np.ndarray, max_fpr: float | None = None) -> float:
+    """ROC AUC (or McClish pAUC at ``max_fpr``) of boolean labels ``y``, pure numpy.
+
+    Equal to scikit-learn's ``roc_auc_score`` (ties included) without its input checks,
+    for inner loops such as fusion-weight search; the reported numbers use
+    :func:`machine_metrics`.
+    """
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted, y_sorted = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
+    tps = np.cumsum(y_sorted)[last]
+    fps = (last + 1) - tps
+    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr = np.r_[0.0, fps / fps[-1]]
+    if max_fpr is None or max_fpr == 1:
+        return float(np.trapezoid(tpr, fpr))
+    stop = np.searchsorted(fpr, max_fpr, "right")
+    x_interp = [fpr[stop - 1], fpr[stop]]
+    y_interp = [tpr[stop - 1], tpr[stop]]
+    tpr = np.r_[tpr[:stop], np.interp(max_fpr, x_interp, y_interp)]
+    fpr = np.r_[fpr[:stop], max_fpr]
+    area = float(np.trapezoid(tpr, fpr))
+    min_area, max_area = 0.5 * max_fpr ** 2, max_fpr
+    return 0.5 * (1 + (area - min_area) / (max_area - min_area))
+
+
+def fast_machine_metrics(anomaly: np.ndarray, score: np.ndarray, target: np.ndarray,
+                         max_fpr: float = MAX_FPR) -> tuple[float, float, float]:
+    """(AUC_s, AUC_t, pAUC) from boolean arrays, as :func:`machine_metrics` computes them."""
+    src = ~target | anomaly
+    tgt = target | anomaly
+    return (fast_auc(anomaly[src], score[src]), fast_auc(anomaly[tgt], score[tgt]),
+            fast_auc(anomaly, score, max_fpr))

@@ -87,7 +87,7 @@ def score_run(store, table: pd.DataFrame, specs: list[BranchSpec], channel: str 
         parts.append(rows)
         if maps_dir is not None and maps:
             maps_dir.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(maps_dir / f"{machine}.npz", names=np.asarray(test.names),
+            np.savez_compressed(maps_dir / f"{machine}.npz", names=np.asarray(test.names, dtype=str),
                                 n_time=np.asarray(test.n_time),
                                 **{k: v.astype(np.float16) for k, v in maps.items()})
     return pd.concat(parts, ignore_index=True)

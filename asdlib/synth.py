@@ -1,13 +1,14 @@
 """Deterministic synthetic machine-sound dataset in the DCASE 2026 Task 2 development layout.
 
 The real development data cannot be downloaded here, so every command runs by default on
-this generator's output. It writes, for the seven 2026 development machine types::
+this generator's output. It writes, for the seven 2026 development machine types
+(``raw`` = ``<root>/dev_data/raw``)::
 
-    <root>/dev_data/raw/<machine>/train/section_00_{source|target}_train_normal_<iiii>_<attr>.wav
-    <root>/dev_data/raw/<machine>/test/section_00_{source|target}_test_{normal|anomaly}_<iiii>_<attr>.wav
-    <root>/dev_data/raw/<machine>/attributes_00.csv        (file_name,d1p,d1v,d2p,d2v,d3p,d3v)
-    <root>/dev_data/raw/<machine>/ground_truth_kinds.csv   (name,kind for every test clip)
-    <root>/synth_info.json                                  (generator version, seed, preset)
+    raw/<machine>/train/section_00_{source|target}_train_normal_<iiii>_<attr>.wav
+    raw/<machine>/test/section_00_{source|target}_test_{normal|anomaly}_<iiii>_<attr>.wav
+    raw/<machine>/attributes_00.csv        (file_name,d1p,d1v,d2p,d2v,d3p,d3v)
+    raw/<machine>/ground_truth_kinds.csv   (name,kind for every test clip)
+    <root>/synth_info.json                 (generator version, seed, preset, machines done)
 
 Indices run from 0000 within each (split, domain, label) cell, as in the official names.
 Clips are 16-bit PCM stereo at 16 kHz: channel 0 the near-field microphone, channel 1 a
@@ -15,7 +16,7 @@ far-field microphone (attenuated, low-passed, reverberant, plus non-stationary b
 noise at a per-clip SNR of 0-15 dB).
 
 Every clip is rendered from its own random stream, seeded from
-``(seed, machine, split, domain, label, index, GENERATOR_VERSION)`` through
+``(seed, machine, split, domain, label, index)`` through
 ``numpy.random.SeedSequence`` (machine names enter as a SHA-256 digest, never Python's
 salted ``hash``), so any clip can be regenerated alone and the bytes do not depend on the
 order or the number of clips generated. Files are written to a hidden temporary name and
@@ -43,12 +44,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-#: Bump when the rendered audio changes; part of every clip seed and of ``synth_info.json``.
-GENERATOR_VERSION = 1
+#: Bump when the rendered audio changes: a folder made by another version is regenerated.
+#: (1 was an in-progress draft of this generator.)
+GENERATOR_VERSION = 2
+#: Fixed salt of every clip seed. Never change it: that would re-draw every clip.
+_SEED_STREAM = 1
 
 MACHINES: tuple[str, ...] = ("bearingEmu", "fan", "gearboxEmu", "sliderEmu", "ToyCar",
                              "ToyCarEmu", "valveEmu")
@@ -417,11 +420,13 @@ class _Gearbox(_Machine):
         volt, wt = float(combo["volt"]), float(combo["wt"])
         return {
             "fs": 10.0 * volt * (1 + rng.uniform(-0.02, 0.02)) * (1 - 0.001 * wt),
-            "mesh_amps": np.array([1.0, 0.6, 0.35, 0.2, 0.12, 0.07]) * 10 ** (rng.normal(0, 2.0, 6) / 20),
+            "mesh_amps": (np.array([1.0, 0.6, 0.35, 0.2, 0.12, 0.07])
+                          * 10 ** (rng.normal(0, 2.0, 6) / 20)),
             "mesh_db": rng.normal(-2.0 + 0.05 * wt, 1.5),
             "sb1": rng.uniform(0.1, 0.3),
             "sb2": rng.uniform(0.03, 0.12),
-            "res": [1800.0 * (1 + rng.uniform(-0.05, 0.05)), 3600.0 * (1 + rng.uniform(-0.05, 0.05))],
+            "res": [1800.0 * (1 + rng.uniform(-0.05, 0.05)),
+                    3600.0 * (1 + rng.uniform(-0.05, 0.05))],
             "res_db": rng.normal([-6.0, -10.0], 1.5),
             "floor_tilt": rng.normal(-2.5, 0.6),
             "floor_db": rng.normal(-10.0 + 0.03 * wt, 1.5),
@@ -439,7 +444,8 @@ class _Gearbox(_Machine):
         mesh = mesh * (1.0 + cond["sb1"] * np.cos(shaft_phase)
                        + cond["sb2"] * np.cos(2 * shaft_phase + cond["phis"][8]))
         gain = (_tilt(f, cond["floor_tilt"]) * _highpass(f, 40.0)
-                + sum(_db(g) * _resonance(f, fc, 8.0) for fc, g in zip(cond["res"], cond["res_db"])))
+                + sum(_db(g) * _resonance(f, fc, 8.0)
+                      for fc, g in zip(cond["res"], cond["res_db"])))
         floor = _noise(rng, n, gain)
         motor = _unit(_harmonics(shaft_phase * 6, [1.0, 0.5, 0.3], cond["phis"][9:12],
                                  6 * fs.max(), sr))
@@ -635,14 +641,14 @@ class _ToyCarEmu(_ToyCar):
 
 class _Valve(_Machine):
     """Solenoid valve in a pumped line: open/close clicks exciting body modes, flow hiss
-    while open, solenoid buzz while energised, continuous pump hum. The pattern attribute
-    sets the open/close timing, flow the hiss level. Domain shift: new patterns at high
-    flow."""
+    while open, solenoid buzz while energised, continuous pump hum and pipe noise. The
+    pattern attribute sets the open/close timing, flow the hiss level. Domain shift: new
+    patterns at high flow."""
 
     name = "valveEmu"
     drift = 0.002
-    fault = FaultStyle(transient_hz=(1200, 5000), transient_db=(0.0, 5.0),
-                       narrow_hz=(2000, 6500), narrow_db=(-3.0, 3.0),
+    fault = FaultStyle(transient_hz=(1200, 5000), transient_db=(-1.0, 5.0),
+                       narrow_hz=(2000, 6500), narrow_db=(-11.0, -5.0),
                        tilt_db=(1.5, 3.0), noise_db=(-12.0, -7.0))
     patterns = {"00": (0.8, 0.4), "01": (1.1, 0.5), "02": (1.5, 0.3), "03": (0.9, 0.6),
                 "04": (1.3, 0.35)}
@@ -666,6 +672,8 @@ class _Valve(_Machine):
             "buzz_db": rng.normal(-14.0, 2.0),
             "pump_fr": rng.uniform(24.0, 26.0),
             "pump_db": rng.normal(-2.0, 1.5),
+            "line_db": rng.normal(-11.0, 1.5),
+            "line_tilt": rng.normal(-2.5, 0.5),
             "phis": rng.uniform(0, 2 * np.pi, 12),
         }
 
@@ -685,7 +693,9 @@ class _Valve(_Machine):
         pump = _unit(_harmonics(_phase(pump_f, sr, cond["phis"][5]), [1.0, 0.7, 0.5, 0.3, 0.2],
                                 cond["phis"][6:11], pump_f.max(), sr))
         pump = pump + 0.5 * _noise(rng, n, _lowpass(f, 300.0, 2) * _highpass(f, 20.0))
-        x = (_db(cond["pump_db"]) * pump + _db(cond["hiss_db"]) * hiss * env
+        line = _noise(rng, n, _tilt(f, cond["line_tilt"]) * _highpass(f, 200.0))
+        x = (_db(cond["pump_db"]) * pump + _db(cond["line_db"]) * line
+             + _db(cond["hiss_db"]) * hiss * env
              + _db(cond["buzz_db"]) * _unit(buzz) * env)
         level = _rms(x)
         edges = np.flatnonzero(np.diff(is_open.astype(np.int8)))
@@ -795,7 +805,7 @@ def clip_seed(seed: int, spec: ClipSpec) -> np.random.SeedSequence:
         raise ValueError(f"seed must be >= 0, got {seed}")
     return np.random.SeedSequence([int(seed), _stable_int(spec.machine), SPLITS.index(spec.split),
                                    DOMAINS.index(spec.domain), LABELS.index(spec.label),
-                                   int(spec.index), GENERATOR_VERSION])
+                                   int(spec.index), _SEED_STREAM])
 
 
 def clip_plan(preset: str | Preset = "demo", machines=None) -> list[ClipSpec]:
@@ -909,7 +919,6 @@ def render_clip(spec: ClipSpec, preset: str | Preset = "demo", seed: int = 0) ->
     elif spec.kind == "narrowband":
         f0 = rng.uniform(*style.narrow_hz)
         snr = rng.uniform(*style.narrow_db)
-        t = np.arange(n) / sr
         if rng.random() < 0.5:  # fault tone with a slight wander
             inst = f0 * (1 + 0.003 * _slow(rng, n, sr, 0.5))
             fault = np.sin(_phase(inst, sr, rng.uniform(0, 6.3)))
@@ -1005,8 +1014,8 @@ def _write_clips(args) -> int:
 # =========================================================================== dataset
 
 def _info(p: Preset, seed: int) -> dict:
-    return {"generator": "asdlib.synth", "generator_version": GENERATOR_VERSION, "seed": int(seed),
-            "preset": asdict(p)}
+    return {"generator": "asdlib.synth", "generator_version": GENERATOR_VERSION,
+            "seed": int(seed), "preset": asdict(p)}
 
 
 def _read_info(root: Path) -> dict | None:
@@ -1019,20 +1028,49 @@ def _read_info(root: Path) -> dict | None:
         raise SynthError(f"{path}: unreadable ({exc}); delete it to regenerate") from exc
 
 
-def _check_info(root: Path, p: Preset, seed: int) -> dict:
-    """The existing info (or a fresh one); raises SynthError when the folder was made with
-    other settings, so that clips of two datasets never mix."""
+def _check_info(root: Path, p: Preset, seed: int, clear_old: bool = False) -> dict:
+    """The info to continue with: the existing one, or a fresh one for an empty folder.
+
+    Raises SynthError when the folder holds a dataset of another seed or preset (clips of
+    two datasets must never mix). A folder made by another generator version is returned
+    as is, or, with ``clear_old``, emptied of the files this generator writes and started
+    afresh.
+    """
     existing = _read_info(root)
     wanted = _info(p, seed)
+    wanted["machines_complete"] = []
     if existing is None:
-        wanted["machines_complete"] = []
         return wanted
-    for key in ("generator_version", "seed", "preset"):
+    for key in ("seed", "preset"):
         if existing.get(key) != wanted[key]:
             raise SynthError(f"{root}: holds a synthetic dataset with {key}={existing.get(key)!r}, "
                              f"asked for {wanted[key]!r}; use another root or delete this one")
+    if existing.get("generator_version") != GENERATOR_VERSION:
+        if not clear_old:
+            return existing
+        if existing.get("generator") != "asdlib.synth":
+            raise SynthError(f"{root / INFO_FILE}: not written by asdlib.synth; delete the "
+                             "folder or use another root")
+        print(f"[synth] {root}: made by generator version {existing.get('generator_version')}, "
+              f"regenerating with version {GENERATOR_VERSION}", file=sys.stderr, flush=True)
+        _clear_generated(root)
+        return wanted
     existing.setdefault("machines_complete", [])
     return existing
+
+
+def _clear_generated(root: Path) -> None:
+    """Delete what this generator writes (clips, temporary files, per-machine csv files)."""
+    raw_dir = root / "dev_data" / "raw"
+    for machine in MACHINES:
+        for split in SPLITS:
+            folder = raw_dir / machine / split
+            if folder.is_dir():
+                for path in list(folder.glob("*.wav")) + list(folder.glob(".*.tmp")):
+                    path.unlink()
+        for name in (ATTRIBUTES_FILE, KINDS_FILE):
+            (raw_dir / machine / name).unlink(missing_ok=True)
+    (root / INFO_FILE).unlink(missing_ok=True)
 
 
 def _machine_files(raw_dir: Path, machine: str, plan: list[ClipSpec]) -> None:
@@ -1064,21 +1102,74 @@ def _remove_stale_tmp(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+class _GenerationLock:
+    """``<root>/.synth.lock`` holding the generating process id: two generators writing one
+    root at once would delete each other's temporary files. A lock left by a dead process
+    is taken over."""
+
+    def __init__(self, root: Path):
+        self.path = root / ".synth.lock"
+
+    def __enter__(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _pid_alive(pid):
+                    raise SynthError(f"{self.path.parent}: another process (pid {pid}) is "
+                                     f"generating this dataset; wait for it or remove "
+                                     f"{self.path} if it is gone") from None
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            return self
+        raise SynthError(f"{self.path}: could not take the generation lock")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def generate_dataset(root: str | os.PathLike, preset: str | Preset = "demo", seed: int = 0,
                      machines=None, progress: bool = True, workers: int | None = None) -> Path:
     """Write (or complete) the synthetic dataset under ``root``; returns ``root`` as a Path.
 
     preset: name in ``PRESETS`` or a ``Preset``; seed: non-negative int; machines: subset of
     ``MACHINES`` (None = all seven); workers: processes rendering in parallel (the output
-    does not depend on it; None = up to 4, one per CPU, when more than 50 clips are missing). Existing complete clips are kept (a clip's bytes depend only on
-    its seed), stale temporary files of an interrupted run are removed. Raises SynthError
-    when ``root`` holds a dataset made with another seed, preset or generator version.
+    does not depend on it; None = one per CPU, at most 4, when over 50 clips are missing).
+    Existing complete clips are kept (a clip's bytes depend only on its seed), stale
+    temporary files of an interrupted run are removed. Raises SynthError
+    when ``root`` holds a dataset made with another seed or preset, or while another process
+    generates into ``root`` (``.synth.lock``); a dataset of another generator version is
+    deleted and regenerated.
     """
     root = Path(root).expanduser()
     p = resolve_preset(preset)
     names = _check_machines(machines)
     root.mkdir(parents=True, exist_ok=True)
-    info = _check_info(root, p, seed)
+    with _GenerationLock(root):
+        _generate(root, p, seed, names, progress, workers)
+    return root
+
+
+def _generate(root: Path, p: Preset, seed: int, names: list[str], progress: bool,
+              workers: int | None) -> None:
+    info = _check_info(root, p, seed, clear_old=True)
     _atomic_write_text(root / INFO_FILE, json.dumps(info, indent=2, sort_keys=True))
     raw_dir = root / "dev_data" / "raw"
     start_all = time.perf_counter()
@@ -1109,11 +1200,10 @@ def generate_dataset(root: str | os.PathLike, preset: str | Preset = "demo", see
                       f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     finally:
         if pool is not None:
-            pool.shutdown()
+            pool.shutdown(cancel_futures=True)
     if progress:
         print(f"[synth] {root}: done in {time.perf_counter() - start_all:.1f} s",
               file=sys.stderr, flush=True)
-    return root
 
 
 def missing_clips(root: str | os.PathLike, preset: str | Preset = "demo",
@@ -1123,7 +1213,8 @@ def missing_clips(root: str | os.PathLike, preset: str | Preset = "demo",
     root = Path(root)
     p = resolve_preset(preset)
     raw_dir = root / "dev_data" / "raw"
-    missing = [s.relpath for s in clip_plan(p, machines) if not _is_complete(raw_dir / s.relpath, p)]
+    missing = [s.relpath for s in clip_plan(p, machines)
+               if not _is_complete(raw_dir / s.relpath, p)]
     for machine in _check_machines(machines):
         for name in (ATTRIBUTES_FILE, KINDS_FILE):
             if not (raw_dir / machine / name).is_file():
@@ -1137,8 +1228,9 @@ def ensure_dataset(root: str | os.PathLike, preset: str | Preset = "demo", seed:
     """Return ``root`` holding the complete synthetic dataset, generating what is missing.
 
     A complete folder made with the same (preset, seed, generator version) is returned as is
-    (a cheap size check of every planned file, no hashing). A folder made with other
-    settings raises SynthError.
+    (a cheap size check of every planned file, no hashing). A folder made by an older
+    generator version is regenerated; one made with another seed or preset raises
+    SynthError.
 
     manifest: hook for a manifest check of the finished files (``asdlib.data``'s
         manifest); not wired yet, passing one raises NotImplementedError.
@@ -1151,8 +1243,9 @@ def ensure_dataset(root: str | os.PathLike, preset: str | Preset = "demo", seed:
     names = _check_machines(machines)
     info = _read_info(root) if root.is_dir() else None
     if info is not None:
-        _check_info(root, p, seed)
-        if set(names) <= set(info.get("machines_complete", [])) and \
+        info = _check_info(root, p, seed)
+        if info.get("generator_version") == GENERATOR_VERSION and \
+                set(names) <= set(info.get("machines_complete", [])) and \
                 not missing_clips(root, p, names):
             return root
     return generate_dataset(root, p, seed, names, progress=progress, workers=workers)

@@ -35,8 +35,8 @@ cfg = run.config
 print(f"run {cfg.run!r}: preset={cfg.preset} data_root={cfg.data_root or '(embedded)'}")
 
 # %%
-table = experiment.clip_table(cfg)
-root = experiment.dataset_root(cfg, progress=False)
+root = experiment.dataset_root(cfg)
+table = experiment.clip_table(cfg, root)
 table.to_csv(out / "clip_table.csv", index=False)
 manifest = data.build_manifest(table, root)
 data.write_manifest(manifest, out / "data_manifest.csv")

@@ -58,7 +58,11 @@ before = scoring.knn_scores(emb_before, table, "utt_knn_before")
 
 # %%
 model = experiment.starting_encoder(cfg)
-history = adaptation.adapt(model, table, adapt_cfg, run.work / "01_finetune", resume=True)
+work = run.keyed_dir("adapted", {
+    "adapt": adapt_cfg.fingerprint(), "encoder": cfg.encoder, "encoder_config": cfg.encoder_config,
+    "data": [cfg.data_root, cfg.preset, cfg.seed, cfg.machines]})
+history = adaptation.adapt(model, table, adapt_cfg, work, resume=True)
+run.set_current("adapted", work)
 history.to_csv(out / "history.csv", index=False)
 plots.training_curves(history, path=out / "training_curves.png");
 

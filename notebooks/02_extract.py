@@ -34,23 +34,24 @@ run = experiment.Run.open(run_dir)
 out = run.step("02_extract")
 cfg = run.config
 table = pd.read_csv(run.dir / "00_data" / "clip_table.csv", dtype={"name": str})
-adapted = run.work / "01_finetune"
+adapted = run.current("adapted", "01_finetune")
 model = encoder.load_beats(adapted / "encoder.pt", device=cfg.resolved_device())
 heads = adaptation.load_heads(adapted / "heads.pt")
 extract_cfg = experiment.extract_config(cfg)
 
 # %%
 store = features.extract_features(table, model, heads, extract_cfg, run.work / "features")
-run.set_feature_store(store.path)
+run.set_current("features", store.path)
 
 # %% [markdown]
-# ## What the store holds
+# ## Throughput and size of the store
 
 # %%
-stats = store.params
-print(json.dumps({k: stats[k] for k in sorted(stats) if k != "clips"}, indent=1,
-                 default=str)[:2000])
-print(f"store size: {store.size_bytes() / 2**20:.1f} MiB")
-(out / "store.json").write_text(json.dumps({"path": str(store.path.relative_to(run.dir)),
-                                            "size_mib": store.size_bytes() / 2**20},
-                                           indent=1))
+stats = store.stats()
+print(f"{stats.n_clips} clips in {len(store.parts())} parts, "
+      f"{stats.clips_per_s:.1f} clips/s when built, {stats.size_bytes / 2**20:.1f} MiB")
+print(f"this run: {store.run_stats}")
+(out / "store.json").write_text(json.dumps(
+    {"store": store.path.name, "clips": stats.n_clips, "clips_per_s": stats.clips_per_s,
+     "size_mib": round(stats.size_bytes / 2**20, 1), "encoder": store.params["encoder"]},
+    indent=1, default=str))

@@ -22,7 +22,7 @@
 
 # %% tags=["parameters"]
 run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipeline
-machine: str = ""  # machine type to explore ("" = the first of the run)
+machine: str = ""  # machine type to explore; empty means the first machine of the run
 system: str = "System 4"  # fused system whose errors are listed
 n_clips: int = 3  # false alarms and misses shown
 

@@ -446,7 +446,8 @@ def test_config_validation():
 def test_real_tiny_encoder(tmp_path):
     """Integration with the real encoder, heads and audio loader (default ``loader``)."""
     encoder = pytest.importorskip("asdlib.encoder", reason="asdlib.encoder not written yet")
-    adaptation = pytest.importorskip("asdlib.adaptation", reason="asdlib.adaptation not written yet")
+    adaptation = pytest.importorskip("asdlib.adaptation",
+                                     reason="asdlib.adaptation not written yet")
     lengths = {("fan", "train"): [200, 130, 160], ("fan", "test"): [170]}  # 1.3 to 2.0 s
     table = make_table(tmp_path / "data", lengths)
     model = encoder.build_beats("tiny", seed=0)

@@ -4,7 +4,7 @@ exclusion, batching, coreset properties."""
 import numpy as np
 import pytest
 
-from asdlib.knn import covering_radius, greedy_coreset, knn_search, l2_normalize
+from asdlib.knn import covering_radius, greedy_coreset, knn_search, knn_self, l2_normalize
 
 
 def _unit(x):
@@ -72,6 +72,28 @@ def test_missing_neighbours_padded(backend):
     assert (idx[5] >= 0).all()
     dist, idx = knn_search(bank[:2], bank[:3], 5, backend=backend)
     assert (idx[:, 3:] == -1).all() and np.isinf(dist[:, 3:]).all()
+
+
+@pytest.mark.parametrize("block", [16, 50, 1000])
+def test_knn_self_symmetric_matches_brute_force(data, block):
+    rng, bank, _ = data
+    bank = np.concatenate([bank, bank[:20]])          # exact duplicates in other groups
+    groups = np.repeat(np.arange(60), 5)[:len(bank)]  # groups straddle block borders
+    groups[-20:] = 70 + np.arange(20) // 7
+    for g in (groups, None):
+        dist, idx = knn_self(bank, 9, g, block=block)
+        gg = np.arange(len(bank)) if g is None else g
+        ref_d, ref_i = _brute(bank, bank, 9, gg, gg)
+        np.testing.assert_allclose(dist, ref_d, atol=2e-6)
+        full = 1.0 - _unit(bank) @ _unit(bank).T
+        np.testing.assert_allclose(np.take_along_axis(full, idx, 1), dist, atol=2e-6)
+        assert not (gg[idx] == gg[:, None]).any()
+    # fewer than k others available: padded like knn_search
+    small = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
+    d1, i1 = knn_self(bank[:10], 8, small, block=3)
+    d2, i2 = knn_search(bank[:10], bank[:10], 8, small, small)
+    np.testing.assert_allclose(d1, d2, atol=2e-6)
+    np.testing.assert_array_equal(i1 < 0, i2 < 0)
 
 
 def test_normalize_false_uses_vectors_as_given(data):

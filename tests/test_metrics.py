@@ -336,3 +336,23 @@ def test_join_fails_with_names(tmp_path):
         metrics.evaluate_submission(out, FIXTURES, ["NoSuchMachine"])
     with pytest.raises(SubmissionError, match="no anomaly_score"):
         metrics.evaluate_submission(tmp_path / "empty", FIXTURES)
+
+
+def test_fast_auc_equals_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from asdlib.metrics import fast_auc, fast_machine_metrics, machine_metrics
+
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        n = int(rng.integers(10, 300))
+        y = rng.random(n) < rng.uniform(0.1, 0.9)
+        y[0], y[1] = True, False
+        s = np.round(rng.normal(size=n) + y * rng.uniform(0, 2), int(rng.integers(0, 3)))
+        assert fast_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert fast_auc(y, s, 0.1) == pytest.approx(roc_auc_score(y, s, max_fpr=0.1), abs=1e-12)
+        t = rng.random(n) < 0.5
+        t[~y] = np.arange((~y).sum()) % 2 == 0
+        ref = machine_metrics(y.astype(int), s, t.astype(int))
+        assert fast_machine_metrics(y, s, t) == pytest.approx(
+            (ref["auc_s"], ref["auc_t"], ref["pauc"]), abs=1e-12)
