@@ -10,7 +10,7 @@ PRESET ?= demo
 DEVICE ?= auto
 ARGS ?=
 
-.PHONY: setup run test bench sync clean-run
+.PHONY: setup run test bench sync clean-run nbval-reference
 
 setup: $(STAMP)
 
@@ -37,3 +37,9 @@ sync: setup
 
 clean-run:
 	rm -rf results/$(RUN)
+
+# Rewrite the nbval reference notebooks from a fresh tiny run (a reviewed change of numbers).
+nbval-reference: setup
+	rm -rf results/tiny-ci
+	$(BIN)/python -m asdlib.pipeline --run tiny-ci --preset tiny
+	$(BIN)/python -c "from asdlib import pipeline; pipeline.export_reference('results/tiny-ci', 'tests/nbval_reference')"

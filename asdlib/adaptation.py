@@ -58,6 +58,7 @@ SAMPLE_RATE = 16000
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 MODES = ("full", "last_n", "lora", "frozen")
 CHANNELS = ("near", "far", "both")
+SMALL_ASSET = Path(__file__).parent / "assets" / "beats_small_synth.pt"
 STATE_FILE = "state.pt"
 ENCODER_FILE = "encoder.pt"
 HEADS_FILE = "heads.pt"
@@ -217,6 +218,27 @@ def load_heads(path: str | os.PathLike, device: str | torch.device = "cpu"
     band = BandAttentivePooling(**blob["band"]["config"])
     band.load_state_dict(blob["band"]["state"])
     return asp.to(device).eval(), band.to(device).eval()
+
+
+# --------------------------------------------------------------------------- start
+
+
+def starting_encoder(config: str = "small", seed: int = 0, pretrained: bool = True,
+                     device: str | torch.device = "cpu") -> nn.Module:
+    """The encoder adaptation starts from when no official BEATs checkpoint is used.
+
+    "small" with ``pretrained``: the project's own pre-trained small BEATs
+    (``asdlib/assets/beats_small_synth.pt``, made by ``scripts/pretrain_small.py``:
+    masked-patch pre-training on synthetic data of seeds 1 and 2, never the evaluation
+    seed 0). Otherwise a random ``build_beats(config, seed)``.
+    """
+    from asdlib.encoder import build_beats, load_beats
+
+    if config == "small" and pretrained:
+        if not SMALL_ASSET.is_file():
+            raise FileNotFoundError(f"{SMALL_ASSET} is missing; run scripts/pretrain_small.py")
+        return load_beats(SMALL_ASSET, device=device)
+    return build_beats(config, seed=seed, device=device)
 
 
 # --------------------------------------------------------------------------- classes
@@ -579,6 +601,15 @@ def _training_overrides(model: nn.Module, keep_grad_decay: bool):
             setattr(enc, k, v)
 
 
+def _adamw(groups: list[dict]) -> torch.optim.AdamW:
+    """AdamW, the fused kernel where this torch build has it (CPU and CUDA: several times
+    faster for many small tensors, same arithmetic in every run)."""
+    try:
+        return torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-8, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-8)
+
+
 def _atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -672,7 +703,7 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
         enc_named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
         groups = _param_groups(enc_named, cfg.lr, cfg.weight_decay) + _param_groups(
             list(heads.named_parameters()), cfg.lr * cfg.head_lr_mult, cfg.weight_decay)
-        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-8)
+        optimizer = _adamw(groups)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, _lr_lambda(total, warmup, cfg.min_lr_ratio))
         history: list[dict] = []

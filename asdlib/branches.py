@@ -267,15 +267,10 @@ class FinePatchScorer:
             self_clips = np.sort(np.random.default_rng(p["seed"]).choice(n, p["n_self"], replace=False))
         self.self_clips = self_clips
         self.self_maps = np.full((n, t, nb), np.nan, dtype=np.float32)
-        self.keep, self.rho = [], []
+        self.keep, self.rho = self._coreset(is_src, nb), []
         for b in range(nb):
             x = l2_normalize(self._tokens[clip_of, t_of, b])            # (Nv, D)
-            keep = np.arange(len(x))
-            if p["coreset"] is not None and is_src.any():
-                src = np.flatnonzero(is_src)
-                pick = greedy_coreset(x[src], ratio=p["coreset"], seed=p["seed"] + b,
-                                      proj_dim=p["coreset_proj"], device=p["device"], normalize=False)
-                keep = np.sort(np.concatenate([src[pick], np.flatnonzero(~is_src)]))
+            keep = self.keep[b]
             xb, gb = x[keep], clip_of[keep]
             kk = (max(p["k_ldn"], p["k_candidates"]) if p["ldn"] else 1) if reuse else (
                 p["k_ldn"] if p["ldn"] else 0)
@@ -296,10 +291,37 @@ class FinePatchScorer:
                 vals = self._match(x[rows], xb, rho, gb, clip_of[rows])
                 self.self_maps[clip_of[rows], t_of[rows], b] = vals
             del x
-            self.keep.append(keep)
             self.rho.append(rho)
         self.n_bank_tokens = [len(k) for k in self.keep]
         return self
+
+    def _coreset(self, is_src: np.ndarray, n_bands: int) -> list[np.ndarray]:
+        """Per band, the kept positions of the valid-token list: a greedy k-centre coreset of
+        the source tokens plus every target token (all tokens without ``coreset``).
+
+        The greedy loop is single-threaded and memory-bound, so two bands run at a time
+        (threads; numpy releases the GIL) with single-threaded BLAS.
+        """
+        p = self.p
+        everything = np.arange(len(is_src))
+        if p["coreset"] is None or not is_src.any():
+            return [everything] * n_bands
+        src, tgt = np.flatnonzero(is_src), np.flatnonzero(~is_src)
+
+        def one(b: int) -> np.ndarray:
+            x = l2_normalize(self._tokens[self._clip_of[src], self._t_of[src], b])
+            pick = greedy_coreset(x, ratio=p["coreset"], seed=p["seed"] + b,
+                                  proj_dim=p["coreset_proj"], device=p["device"], normalize=False)
+            return np.sort(np.concatenate([src[pick], tgt]))
+
+        if p["device"] != "cpu":
+            return [one(b) for b in range(n_bands)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
+            return list(pool.map(one, range(n_bands)))
 
     def _match(self, q: np.ndarray, xb: np.ndarray, rho: np.ndarray | None,
                bank_groups: np.ndarray | None, query_groups: np.ndarray | None) -> np.ndarray:

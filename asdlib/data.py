@@ -12,15 +12,15 @@ skips: a half-extracted archive must not turn into a quietly smaller dataset.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from asdlib import atomic
 
 DATASET_DIRS = {"dev": "dev_data", "eval": "eval_data"}
 SPLITS = ("train", "test")
@@ -394,13 +394,7 @@ def scan_dataset(root: str | os.PathLike, machines=None, datasets=("dev",),
 
 # --------------------------------------------------------------------------- manifest
 
-def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
+file_sha256 = atomic.file_sha256
 
 
 def build_manifest(table: pd.DataFrame, root: str | os.PathLike,
@@ -460,19 +454,7 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> None:
     manifest = manifest.sort_values("path", kind="mergesort")
     buffer = io.StringIO()
     manifest.to_csv(buffer, index=False, lineterminator="\n", na_rep="")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as tmp:
-            tmp.write(buffer.getvalue())
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    atomic.write_text(path, buffer.getvalue(), fsync=True)
 
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:

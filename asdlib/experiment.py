@@ -10,12 +10,12 @@ Defaults live here and nowhere else.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import pandas as pd
+
+from asdlib import atomic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,16 +84,7 @@ class RunConfig:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write text so that readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_text(path, text)
 
 
 class Run:

@@ -41,6 +41,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from asdlib import atomic
+
 #: Bump when a code change alters stored values or the layout: old stores get a new key.
 FORMAT_VERSION = 1
 #: BEATs works on 16 kHz audio.
@@ -241,13 +243,6 @@ def module_hash(module) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """sha256 of a file's bytes (provenance of checkpoints)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _resolve_model(model) -> tuple[Any, dict]:
@@ -256,7 +251,7 @@ def _resolve_model(model) -> tuple[Any, dict]:
     if isinstance(model, (str, os.PathLike)):
         from asdlib.encoder import load_beats
 
-        info = {"checkpoint": str(Path(model).resolve()), "checkpoint_sha256": file_sha256(model)}
+        info = {"checkpoint": str(Path(model).resolve()), "checkpoint_sha256": atomic.file_sha256(model)}
         model = load_beats(model, device="cpu")
     num_layers = getattr(model, "num_layers", getattr(getattr(model, "cfg", None),
                                                       "encoder_layers", None))
@@ -275,7 +270,7 @@ def _resolve_heads(heads) -> tuple[Any, Any, dict]:
     elif isinstance(heads, (str, os.PathLike)):
         from asdlib.adaptation import load_heads
 
-        info = {"checkpoint": str(Path(heads).resolve()), "checkpoint_sha256": file_sha256(heads)}
+        info = {"checkpoint": str(Path(heads).resolve()), "checkpoint_sha256": atomic.file_sha256(heads)}
         asp, band = load_heads(heads)
     else:
         asp, band = heads
@@ -329,18 +324,10 @@ def dataset_fingerprint(rows) -> str:
 
 # --------------------------------------------------------------------------- small file helpers
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file, fsync, then os.replace: readers never see a partial file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _write_index(path: Path, rows) -> None:
-    _atomic_write_text(path, rows.to_csv(index=False))
+    atomic.write_text(path, rows.to_csv(index=False), fsync=True)
 
 
 def _read_index(path: Path):
@@ -507,11 +494,11 @@ def _build_part(part: Path, rows, channel: str, model, asp, band, cfg: ExtractCo
         "batch_size": cfg.batch_size, "device": str(device), "num_threads": torch.get_num_threads(),
         "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _atomic_write_text(tmp / _PART_JSON, json.dumps(facts, indent=2))
+    atomic.write_text(tmp / _PART_JSON, json.dumps(facts, indent=2), fsync=True)
     for f in tmp.iterdir():  # arrays on disk before the marker says so
         with open(f, "rb") as handle:
             os.fsync(handle.fileno())
-    _atomic_write_text(tmp / _DONE, fingerprint)  # the part is complete from here on
+    atomic.write_text(tmp / _DONE, fingerprint, fsync=True)  # the part is complete from here on
     if part.exists():  # a stale or half-written part: move it away, then swap in the new one
         old = part.parent / f".{part.name}.old-{os.getpid()}"
         os.replace(part, old)
@@ -559,7 +546,7 @@ def extract_features(table, model, heads, cfg: ExtractConfig | None,
     if not params_path.is_file():
         full = {**params, "encoder": model_info, "heads": heads_info,
                 "channels": list(cfg.channels), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _atomic_write_text(params_path, json.dumps(full, indent=2, sort_keys=True))
+        atomic.write_text(params_path, json.dumps(full, indent=2, sort_keys=True), fsync=True)
 
     plan, reused = [], 0
     table = table.reset_index(drop=True)

@@ -16,9 +16,7 @@ Labels are 1 = anomaly, 0 = normal; ``is_target`` is 1 for the target domain; sc
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -26,6 +24,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
+
+from asdlib import atomic
 
 #: max_fpr of the official pAUC.
 MAX_FPR = 0.1
@@ -300,19 +300,6 @@ def table_markdown(table: pd.DataFrame, percent: bool = True, digits: int = 2) -
 
 # --------------------------------------------------------------------------- files
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def submission_paths(out_dir, machine: str) -> tuple[Path, Path]:
     """Paths of the anomaly-score and decision files of one machine."""
@@ -337,13 +324,13 @@ def write_submission(out_dir, machine: str, names: Sequence[str], scores,
         raise SubmissionError(f"invalid wav names for a CSV row: {_show(bad)}")
     s = _as_scores(scores, len(names))
     score_path, decision_path = submission_paths(out_dir, machine)
-    _atomic_write_text(score_path, "".join(f"{n},{float(v)!r}\n" for n, v in zip(names, s)))
+    atomic.write_text(score_path, "".join(f"{n},{float(v)!r}\n" for n, v in zip(names, s)))
     out = {"anomaly_score": score_path}
     if decisions is not None:
         d = _as_binary(decisions, "decision", "1", "0")
         if len(d) != len(names):
             raise SubmissionError(f"got {len(d)} decisions for {len(names)} names")
-        _atomic_write_text(decision_path, "".join(f"{n},{int(v)}\n" for n, v in zip(names, d)))
+        atomic.write_text(decision_path, "".join(f"{n},{int(v)}\n" for n, v in zip(names, d)))
         out["decision_result"] = decision_path
     return out
 

@@ -125,6 +125,33 @@ def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "r
     return run_dir
 
 
+def export_reference(run_dir: str | Path, dest: str | Path,
+                     steps: tuple[str, ...] = STEPS[:-1]) -> list[Path]:
+    """Copy a run's executed notebooks as nbval references, keeping only checked outputs.
+
+    Cells marked ``# NBVAL_CHECK_OUTPUT`` keep their outputs (the result tables nbval
+    compares); every other output is dropped so the references stay small and reviewable.
+    """
+    import nbformat
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for step in steps:
+        nb = nbformat.read(Path(run_dir) / "notebooks" / f"{step}.ipynb", as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
+                cell.outputs = []
+                cell.execution_count = None
+            cell.metadata.pop("papermill", None)
+            cell.metadata.pop("execution", None)
+        nb.metadata.pop("papermill", None)
+        path = dest / f"{step}.ipynb"
+        atomic_write_text(path, nbformat.writes(nb))
+        written.append(path)
+    return written
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = RunConfig()
     p = argparse.ArgumentParser(prog="python -m asdlib.pipeline", description=__doc__,

@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from asdlib import atomic
+
 #: Bump when the rendered audio changes: a folder made by another version is regenerated.
 #: (1 was an in-progress draft of this generator.)
 GENERATOR_VERSION = 2
@@ -976,22 +978,6 @@ def _wav_bytes(pcm: np.ndarray, sr: int) -> bytes:
     return header + data
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a hidden temporary file beside ``path`` and move it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def _is_complete(path: Path, p: Preset) -> bool:
     try:
         return path.stat().st_size == p.bytes_per_clip
@@ -1001,7 +987,7 @@ def _is_complete(path: Path, p: Preset) -> bool:
 
 def _write_clip(raw_dir: Path, spec: ClipSpec, p: Preset, seed: int) -> None:
     audio = render_clip(spec, p, seed)
-    _atomic_write_bytes(raw_dir / spec.relpath, _wav_bytes(_pcm16(audio), p.sample_rate))
+    atomic.write_bytes(raw_dir / spec.relpath, _wav_bytes(_pcm16(audio), p.sample_rate))
 
 
 def _write_clips(args) -> int:
@@ -1086,14 +1072,14 @@ def _machine_files(raw_dir: Path, machine: str, plan: list[ClipSpec]) -> None:
             values = [v for pair in s.condition for v in pair]
         values = (values + [""] * len(_ATTR_COLUMNS))[: len(_ATTR_COLUMNS)]
         writer.writerow([f"{machine}/{s.split}/{s.name}"] + values)
-    _atomic_write_text(raw_dir / machine / ATTRIBUTES_FILE, out.getvalue())
+    atomic.write_text(raw_dir / machine / ATTRIBUTES_FILE, out.getvalue())
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(("name", "kind"))
     for s in specs:
         if s.split == "test":
             writer.writerow((s.name, s.kind))
-    _atomic_write_text(raw_dir / machine / KINDS_FILE, out.getvalue())
+    atomic.write_text(raw_dir / machine / KINDS_FILE, out.getvalue())
 
 
 def _remove_stale_tmp(folder: Path) -> None:
@@ -1170,7 +1156,7 @@ def generate_dataset(root: str | os.PathLike, preset: str | Preset = "demo", see
 def _generate(root: Path, p: Preset, seed: int, names: list[str], progress: bool,
               workers: int | None) -> None:
     info = _check_info(root, p, seed, clear_old=True)
-    _atomic_write_text(root / INFO_FILE, json.dumps(info, indent=2, sort_keys=True))
+    atomic.write_text(root / INFO_FILE, json.dumps(info, indent=2, sort_keys=True))
     raw_dir = root / "dev_data" / "raw"
     start_all = time.perf_counter()
     if workers is None:
@@ -1194,7 +1180,7 @@ def _generate(root: Path, p: Preset, seed: int, names: list[str], progress: bool
             _machine_files(raw_dir, machine, plan)
             if machine not in info["machines_complete"]:
                 info["machines_complete"] = sorted(set(info["machines_complete"]) | {machine})
-                _atomic_write_text(root / INFO_FILE, json.dumps(info, indent=2, sort_keys=True))
+                atomic.write_text(root / INFO_FILE, json.dumps(info, indent=2, sort_keys=True))
             if progress:
                 print(f"[synth] {machine}: {len(plan)} clips ({len(todo)} rendered) in "
                       f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)

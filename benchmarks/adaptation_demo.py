@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
     def start_model():
         if args.start == "random":
             return build_beats(args.config, seed=0)
-        return load_beats(A.small_asset_path() if args.start == "asset" else args.start)
+        return load_beats(A.SMALL_ASSET if args.start == "asset" else args.start)
 
     table = scan_dataset(args.root)
     t0 = time.perf_counter()

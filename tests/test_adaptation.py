@@ -74,6 +74,14 @@ def test_band_pooling_shape_weights_and_padding():
     assert torch.allclose(head(grid[:, :, perm], valid), out[:, perm], atol=1e-6)
 
 
+def test_mean_tokens_ignores_padding():
+    grid, valid = _grid_pair(2)
+    u = A.mean_tokens(grid, valid)
+    assert u.shape == (2, 12)
+    assert torch.allclose(u[1], grid[1, :4].mean(dim=(0, 1)), atol=1e-6)
+    assert torch.allclose(u[0], grid[0].mean(dim=(0, 1)), atol=1e-6)
+
+
 # --------------------------------------------------------------------------- ArcFace
 
 
@@ -240,19 +248,19 @@ def tiny_data(tmp_path_factory):
     table = scan_dataset(root)
     rows = A.training_rows(table)
     waves, row_of = A.load_training_waves(rows, "near")
-    return table, ([w[:24000] for w in waves], row_of)
+    return table, ([w[:24000] for w in waves], row_of), root
 
 
 def _cfg(**kw) -> A.AdaptConfig:
     base = dict(mode="lora", epochs=2, batch_size=8, lr=2e-3, crop_seconds=1.0,
                 specaugment=True, mixup=True, lora_rank=2, seed=3, device="cpu",
-                emb_dim=16)
+                emb_dim=16, utt_loss_weight=0.5)
     base.update(kw)
     return A.AdaptConfig(**base)
 
 
 def test_adapt_writes_official_encoder_and_heads(tiny_data, tmp_path):
-    table, waves = tiny_data
+    table, waves, _ = tiny_data
     model = _tiny()
     hist = A.adapt(model, table, _cfg(epochs=1), tmp_path, progress=False, waves=waves)
     assert list(hist.columns) == ["epoch", "loss", "acc", "band_acc", "lr", "seconds"]
@@ -283,7 +291,7 @@ def _crash_after_first(epoch, history):
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_resume_after_interruption_gives_identical_weights(tiny_data, tmp_path, mode):
-    table, waves = tiny_data
+    table, waves, _ = tiny_data
     cfg = _cfg(mode=mode)
     straight = _tiny()
     h1 = A.adapt(straight, table, cfg, tmp_path / "a", progress=False, waves=waves)
@@ -320,3 +328,30 @@ def test_config_presets_and_device():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError):
             A.resolve_device("cuda")
+
+
+def test_small_asset_is_a_plain_small_beats():
+    model = A.starting_encoder("small")
+    ref = encoder.build_beats("small", seed=0)
+    assert list(model.state_dict()) == list(ref.state_dict())
+    assert model.cfg == ref.cfg
+    assert A.SMALL_ASSET.stat().st_size < 10 * 2**20
+    tiny = A.starting_encoder("tiny")  # no asset: random init
+    assert list(tiny.state_dict()) == list(_tiny().state_dict())
+
+
+def test_pretrain_script_writes_a_loadable_float16_checkpoint(tiny_data, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "pretrain_small.py"
+    spec = importlib.util.spec_from_file_location("pretrain_small", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _, _, root = tiny_data
+    hist = mod.pretrain_small([root], tmp_path / "p.pt", config="tiny", epochs=2,
+                              batch_size=8, crop_seconds=1.0, progress=False)
+    assert len(hist) == 2 and hist[1]["loss"] < hist[0]["loss"]
+    ckpt = torch.load(tmp_path / "p.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+    assert list(encoder.load_beats(tmp_path / "p.pt").state_dict()) == list(_tiny().state_dict())
