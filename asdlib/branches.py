@@ -61,7 +61,7 @@ import numpy as np
 
 from asdlib.features import ClipFeatures
 from asdlib.knn import greedy_coreset, knn_search, knn_self, l2_normalize
-from asdlib.ldn import density_from_distances, ldn_from_candidates, ldn_scores, ldn_self_scores
+from asdlib.ldn import density_from_distances, ldn_from_candidates, ldn_scores
 
 N_BANDS = 8
 

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from asdlib import atomic
+
 __all__ = [
     "BEATs",
     "BEATsConfig",
@@ -1008,12 +1010,4 @@ def save_beats(model: BEATs, path: str | os.PathLike) -> Path:
     }
     if model.label_dict is not None:
         checkpoint["label_dict"] = model.label_dict
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic.torch_save(checkpoint, path)

@@ -118,7 +118,8 @@ def _search_ip(queries: np.ndarray, bank: np.ndarray, k: int,
             if gindex is not None:
                 bad = idx < 0
                 valid_idx = np.where(bad, 0, idx)
-                bad |= np.asarray(exclude_groups)[valid_idx] == np.asarray(query_groups[s:s + len(q)])[:, None]
+                qg = np.asarray(query_groups[s:s + len(q)])
+                bad |= np.asarray(exclude_groups)[valid_idx] == qg[:, None]
                 # stable compaction: keep the first k non-excluded neighbours of each row
                 order = np.argsort(bad, axis=1, kind="stable")[:, :k]
                 sim = np.take_along_axis(sim, order, 1)

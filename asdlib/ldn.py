@@ -11,8 +11,8 @@ neighbour. ``k_candidates=None`` takes the minimum over every bank item, exactly
 ``w_j = 1 / (eps + rho_j)`` the ratio is ``w_j - <x, w_j r_j>``, a maximum inner product
 against the augmented vectors ``[w_j r_j, w_j]`` and the query ``[x, -1]``, so one faiss
 search does it (its best 8 candidates are then rescored directly, because the augmented
-product loses float32 precision when some rho_j is tiny). ``k_candidates=k'`` takes the minimum over the k' raw nearest neighbours
-(the patch-bank variant).
+product loses float32 precision when some rho_j is tiny). ``k_candidates=k'`` takes the
+minimum over the k' raw nearest neighbours (the patch-bank variant).
 
 Leave-one-out self-scores (``ldn_self_scores``): a bank item is scored against the bank
 without the items of its own group; the densities ``rho`` of the other items are kept as

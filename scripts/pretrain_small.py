@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from asdlib import adaptation as A
@@ -65,16 +66,35 @@ class _Masker:
         return torch.where(self.mask[..., None], self.vector.to(output.dtype), output)
 
 
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """SimCLR loss of two views (B, E), (B, E): row i of a and b are the positive pair."""
+    z = F.normalize(torch.cat([a, b]), dim=1)
+    sim = z @ z.t() / temperature
+    sim.fill_diagonal_(float("-inf"))
+    n = len(a)
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return F.cross_entropy(sim, target)
+
+
 def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str = "small",
                    epochs: int = 12, batch_size: int = 16, lr: float = 1e-3,
                    weight_decay: float = 0.01, mask_ratio: float = 0.6,
-                   crop_seconds: float = 2.0, seed: int = 0, num_threads: int | None = None,
+                   crop_seconds: float = 2.0, contrastive_weight: float = 0.0,
+                   mae_weight: float = 1.0, summary_weight: float = 0.0, seed: int = 0, num_threads: int | None = None,
                    progress: bool = True) -> list[dict]:
-    """Masked-patch pre-training of a fresh ``build_beats(config, seed)`` on the normal training
-    clips under ``roots`` -> per-epoch history; writes the float16 checkpoint to ``out_path``.
+    """Self-supervised pre-training of a fresh ``build_beats(config, seed)`` on the normal
+    training clips under ``roots`` -> per-epoch history; writes the float16 checkpoint to
+    ``out_path``.
 
-    AdamW, 5 % warm-up + cosine, random crops of ``crop_seconds``; token masks drawn per clip
-    from a generator seeded by (seed, epoch). Deterministic on CPU for fixed threads.
+    Loss = mae_weight * masked-patch MSE + contrastive_weight * NT-Xent between two random
+    crops of each clip (mean of the final-layer tokens -> MLP projection), so that the
+    utterance vector keeps what is constant within a clip and differs between clips,
+    + summary_weight * MSE of a linear read-out of that mean token against the crop's mean
+    normalised fbank (128,): BEATs' bias-free patch embedding followed by a per-token
+    LayerNorm hides each patch's level, and this term makes the utterance vector carry the
+    band levels again.
+    AdamW, 5 % warm-up + cosine, random crops of ``crop_seconds``; crops and token masks are
+    drawn from a generator seeded by (seed, epoch). Deterministic on CPU for fixed threads.
     """
     if num_threads:
         torch.set_num_threads(num_threads)
@@ -89,7 +109,10 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
     front = model.post_extract_proj if model.post_extract_proj is not None else model.layer_norm
     hook = front.register_forward_hook(masker)
     predictor = nn.Linear(dim, PATCH * PATCH)
-    params = [p for p in model.parameters()] + [masker.vector] + list(predictor.parameters())
+    projector = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 128))
+    summary = nn.Linear(dim, 128)
+    params = [p for p in model.parameters()] + [masker.vector] + list(predictor.parameters()) \
+        + list(projector.parameters()) + list(summary.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     steps = math.ceil(len(waves) / batch_size)
     total = steps * epochs
@@ -105,23 +128,35 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
         for step in range(steps):
             idx = order[step * batch_size: (step + 1) * batch_size]
             wav, pad = A._crop_batch(waves, idx, crop, rng)
+            if contrastive_weight:
+                wav2, pad2 = A._crop_batch(waves, idx, crop, rng)
+                wav, pad = torch.cat([wav, wav2]), torch.cat([pad, pad2])
             if pad.any():
                 raise ValueError("pre-training expects clips at least crop_seconds long")
             with torch.no_grad():
                 target = fbank_patches(model, wav)  # (B, L, 256)
             b, n_tok = target.shape[:2]
             mask = torch.from_numpy(rng.random((b, n_tok)) < mask_ratio)
-            masker.mask = mask
+            masker.mask = mask if mae_weight else None
             tokens = model.extract(wav, layers=(-1,)).tokens[-1]  # (B, L, D)
             masker.mask = None
-            err = ((predictor(tokens) - target) ** 2).mean(-1)  # (B, L)
-            loss = (err * mask).sum() / mask.sum().clamp_min(1)
+            loss = torch.zeros(())
+            if mae_weight:
+                err = ((predictor(tokens) - target) ** 2).mean(-1)  # (B, L)
+                loss = loss + mae_weight * (err * mask).sum() / mask.sum().clamp_min(1)
+            if summary_weight:
+                level = target.reshape(b, n_tok // 8, 8, PATCH, PATCH).mean(dim=(1, 3))
+                loss = loss + summary_weight * ((summary(tokens.mean(1)) - level.reshape(b, -1))
+                                                ** 2).mean()
+            if contrastive_weight:
+                z = projector(tokens.mean(1))
+                loss = loss + contrastive_weight * nt_xent(z[: len(idx)], z[len(idx):])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
             sched.step()
-            loss_sum += float(loss.detach()) * b
+            loss_sum += float(loss.detach()) * len(idx)
         history.append({"epoch": epoch + 1, "loss": loss_sum / len(waves),
                         "seconds": time.perf_counter() - t0})
         if progress:
@@ -145,16 +180,23 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--mask-ratio", type=float, default=0.6)
+    ap.add_argument("--mae", type=float, default=1.0, help="weight of the masked-patch loss")
+    ap.add_argument("--contrastive", type=float, default=0.0, help="weight of NT-Xent")
+    ap.add_argument("--summary", type=float, default=0.0, help="weight of the level read-out")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     from asdlib.synth import ensure_dataset
 
     roots = [ensure_dataset(Path(args.work) / f"demo_seed{s}", "demo", seed=s) for s in args.seeds]
     hist = pretrain_small(roots, args.out, epochs=args.epochs, lr=args.lr,
-                          mask_ratio=args.mask_ratio, num_threads=args.threads)
+                          mask_ratio=args.mask_ratio, num_threads=args.threads,
+                          mae_weight=args.mae, contrastive_weight=args.contrastive,
+                          summary_weight=args.summary)
     Path(args.out).with_suffix(".json").write_text(json.dumps(
         {"seeds": args.seeds, "preset": "demo", "clips": "normal train, near channel",
          "epochs": args.epochs, "lr": args.lr, "mask_ratio": args.mask_ratio,
+         "mae_weight": args.mae, "contrastive_weight": args.contrastive,
+         "summary_weight": args.summary,
          "history": hist}, indent=1))
 
 

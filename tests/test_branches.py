@@ -163,7 +163,6 @@ def _z(own, x):
 
 @pytest.mark.parametrize("combine", ["mean", "max"])
 def test_multiview_branches_match_reference(bank, test_set, combine):
-    views = {"mean": ref_pool, "max": ref_pool}
     streams = {
         "adabeam": [ref_pool(bank, "mean"), ref_pool(bank, "max")],
         "subband3": [ref_pool(bank, "mean"), ref_pool(bank, "max"), np.asarray(bank.band_att, np.float64)],
@@ -173,7 +172,6 @@ def test_multiview_branches_match_reference(bank, test_set, combine):
         "subband3": [ref_pool(test_set, "mean"), ref_pool(test_set, "max"),
                      np.asarray(test_set.band_att, np.float64)],
     }
-    del views
     agg = np.mean if combine == "mean" else np.max
     for name in ("adabeam", "subband3"):
         branch = make_branch(name, combine=combine).fit(bank)
@@ -353,7 +351,8 @@ def test_torch_backend_agrees(bank, test_set, name):
 def test_params_recorded(bank, test_set):
     branch = make_branch("fine_broad", k_ldn=8, q=20)
     assert branch.params["k_ldn"] == 8 and branch.params["q"] == 20
-    assert {"ldn", "eps", "k_candidates", "coreset", "domain", "backend", "device", "n_self"} <= set(branch.params)
+    expected = {"ldn", "eps", "k_candidates", "coreset", "domain", "backend", "device", "n_self"}
+    assert expected <= set(branch.params)
     res = branch.fit(bank).score(test_set)
     assert res.params == branch.params and res.name == "fine_broad"
     for name, cls in BRANCHES.items():
