@@ -51,8 +51,8 @@ print(f"{scores['branch'].nunique()} branches, {len(fused)} fused rows")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-weights = pd.DataFrame(fusion_config.weights).T.fillna("")
-print(weights.to_string())
+weights = pd.DataFrame(fusion_config.weights).T
+print(weights.to_string(na_rep=""))
 
 # %% [markdown]
 # ## Official score: dev-selected weights vs leave-one-machine-out
