@@ -182,7 +182,7 @@ def main(argv=None) -> None:
     ap.add_argument("--mask-ratio", type=float, default=0.6)
     ap.add_argument("--mae", type=float, default=1.0, help="weight of the masked-patch loss")
     ap.add_argument("--contrastive", type=float, default=0.0, help="weight of NT-Xent")
-    ap.add_argument("--summary", type=float, default=0.0, help="weight of the level read-out")
+    ap.add_argument("--summary", type=float, default=1.0, help="weight of the level read-out")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     from asdlib.synth import ensure_dataset
@@ -192,8 +192,12 @@ def main(argv=None) -> None:
                           mask_ratio=args.mask_ratio, num_threads=args.threads,
                           mae_weight=args.mae, contrastive_weight=args.contrastive,
                           summary_weight=args.summary)
+    from asdlib.synth import GENERATOR_VERSION
+
     Path(args.out).with_suffix(".json").write_text(json.dumps(
         {"seeds": args.seeds, "preset": "demo", "clips": "normal train, near channel",
+         "generator_version": GENERATOR_VERSION, "config": "small", "init_seed": 0,
+         "threads": torch.get_num_threads(),
          "epochs": args.epochs, "lr": args.lr, "mask_ratio": args.mask_ratio,
          "mae_weight": args.mae, "contrastive_weight": args.contrastive,
          "summary_weight": args.summary,
