@@ -13,15 +13,13 @@ plus for test rows ``domain`` and ``label`` (and optionally ``kind``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from asdlib import metrics
+from asdlib import atomic, metrics
 
 #: The report's four submitted systems (SPEC section 6), as lists of branch names.
 SYSTEMS: dict[str, list[str]] = {
@@ -198,12 +196,7 @@ class FusionConfig:
 
     def save(self, path: str | Path) -> None:
         """Write as JSON atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.__dict__, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+        atomic.write_text(path, json.dumps(self.__dict__, indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: str | Path) -> "FusionConfig":
