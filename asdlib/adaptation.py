@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from asdlib import atomic
 from asdlib.data import normalize_attributes
 
 SAMPLE_RATE = 16000
@@ -393,6 +394,8 @@ class AdaptConfig:
     specaugment: time/frequency masks on the normalised fbank (pre-hook on
     ``patch_embedding``; on the token grid when the encoder has none). mixup: input mixup
     of two crops with lam ~ Beta(mixup_alpha, mixup_alpha), loss mixed the same way.
+    gain_db: each crop's level is changed by a gain drawn uniformly from +-gain_db dB, so
+    the embeddings learn to ignore the recording level (0: off).
     crop_seconds: random crop of each clip per step (None: whole clips).
     channel: "near" | "far" | "both" (both channels as separate examples).
     device: "auto" (CUDA when present) | "cpu" | "cuda[:i]". num_threads: CPU threads
@@ -426,6 +429,7 @@ class AdaptConfig:
     freq_mask_bins: int = 16
     mixup: bool = False
     mixup_alpha: float = 0.4
+    gain_db: float = 0.0
     balanced: bool = False
     seed: int = 0
     crop_seconds: float | None = 2.0
@@ -610,12 +614,6 @@ def _adamw(groups: list[dict]) -> torch.optim.AdamW:
         return torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-8)
 
 
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _rng_states() -> dict:
     states = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
               "python": random.getstate()}
@@ -744,6 +742,9 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
                 for step in bar:
                     idx = order[step * cfg.batch_size: (step + 1) * cfg.batch_size]
                     wav, pad = _crop_batch(wave_list, idx, crop, rng)
+                    if cfg.gain_db:
+                        gain = rng.uniform(-cfg.gain_db, cfg.gain_db, size=(len(idx), 1))
+                        wav = wav * torch.from_numpy(10.0 ** (gain / 20.0)).to(wav.dtype)
                     y = y_all[idx].to(device)
                     lam, y2 = 1.0, y
                     if cfg.mixup and len(idx) > 1:
@@ -780,12 +781,12 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
                                 "acc": sums[1] / sums[3], "band_acc": sums[2] / sums[3],
                                 "lr": optimizer.param_groups[0]["lr"],
                                 "seconds": time.perf_counter() - t0})
-                _atomic_save({"model": model.state_dict(), "heads": heads.state_dict(),
-                              "optimizer": optimizer.state_dict(),
-                              "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                              "rng": _rng_states(), "history": history,
-                              "config": cfg.fingerprint(), "classes": classes,
-                              "n_examples": n}, state_path)
+                atomic.torch_save({"model": model.state_dict(), "heads": heads.state_dict(),
+                                   "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                                   "rng": _rng_states(), "history": history,
+                                   "config": cfg.fingerprint(), "classes": classes,
+                                   "n_examples": n}, state_path)
                 if callback is not None:
                     callback(epoch + 1, pd.DataFrame(history))
         finally:
@@ -799,10 +800,10 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
             p.requires_grad_(True)
 
     save_beats(model, out_dir / ENCODER_FILE)  # atomic itself
-    _atomic_save({"asp": {"config": heads.asp.config(), "state": heads.asp.state_dict()},
-                  "band": {"config": heads.band.config(), "state": heads.band.state_dict()},
-                  "classes": classes, "adapt_config": asdict(cfg), "layer": cfg.layer},
-                 out_dir / HEADS_FILE)
+    atomic.torch_save({"asp": {"config": heads.asp.config(), "state": heads.asp.state_dict()},
+                       "band": {"config": heads.band.config(), "state": heads.band.state_dict()},
+                       "classes": classes, "adapt_config": asdict(cfg), "layer": cfg.layer},
+                      out_dir / HEADS_FILE)
     frame = pd.DataFrame(history, columns=["epoch", "loss", "acc", "band_acc", "lr", "seconds"])
     (out_dir / "history.json").write_text(json.dumps(history, indent=1))
     return frame

@@ -82,11 +82,6 @@ class RunConfig:
         return cls(**data)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write text so that readers never see a half-written file."""
-    atomic.write_text(path, text)
-
-
 class Run:
     """Folders and config of one run; what a notebook opens first."""
 
@@ -103,7 +98,7 @@ class Run:
             config = RunConfig.from_dict(json.loads(path.read_text()))
         else:
             config = RunConfig(run=run_dir.resolve().name, preset="tiny")
-            atomic_write_text(path, config.to_json())
+            atomic.write_text(path, config.to_json())
         return cls(run_dir, config)
 
     def step(self, name: str) -> Path:
@@ -131,7 +126,7 @@ class Run:
     def set_current(self, name: str, path: str | Path) -> None:
         """Record which folder under ``work/`` is the current ``name`` (read by later steps)."""
         rel = Path(path).resolve().relative_to(self.work)
-        atomic_write_text(self.work / f"{name}.json", json.dumps({"path": str(rel)}))
+        atomic.write_text(self.work / f"{name}.json", json.dumps({"path": str(rel)}))
 
     def current(self, name: str, step: str) -> Path:
         """The folder recorded by :meth:`set_current`; ``step`` is named when it is missing."""

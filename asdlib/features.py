@@ -378,9 +378,67 @@ def _durations(paths) -> np.ndarray:
     return np.array([sf.info(str(p)).duration for p in paths], dtype=np.float64)
 
 
-def _encode_batch(model, asp, band, waves, cfg: ExtractConfig, needed: tuple[int, ...],
-                  device) -> dict:
-    """Run the frozen encoder and heads on one batch.
+def encode_batches(model, paths, order, batch_size: int, *, channel: str = "near",
+                   loader: Callable | None = None, layers: tuple[int, ...] = (-1,),
+                   precision: str = "float32", device="cpu"):
+    """Encode clips batch by batch with a frozen encoder (no gradients).
+
+    The loop shared by the feature store and `asdlib.scoring.utterance_embeddings`.
+    paths: the clip files; order: positions in ``paths`` in encoding order, each run of
+    ``batch_size`` of them one batch. Clips are read with ``loader(path, channel=,
+    sample_rate=16000)`` (default ``asdlib.audio.load_clip``) and zero-padded to the longest
+    of their batch; the padding mask goes to ``model.extract`` only when a clip is padded.
+    precision: encoder compute dtype ("float32"; "bfloat16"/"float16" are passed as
+    ``extract(dtype=)`` when the encoder takes it, else run under autocast).
+    Yields ``(rows, grids, valid)`` per batch: rows (B,) the batch's positions in
+    ``paths``, sorted; grids {layer: (B, T', 8, D) float32 tensor} for ``layers``;
+    valid (B, T') bool tensor, True for the valid time patches (all True when the encoder
+    reports none), on the grids' device.
+    """
+    import torch
+
+    if loader is None:
+        from asdlib.audio import load_clip as loader
+    device = torch.device(device)
+    kwargs, autocast = {}, contextlib.nullcontext()
+    if precision != "float32":
+        compute = getattr(torch, precision)
+        if "dtype" in inspect.signature(model.extract).parameters:
+            kwargs["dtype"] = compute  # asdlib BEATs: its own autocast (fbank stays float32)
+        else:
+            autocast = torch.autocast(device_type=device.type, dtype=compute)
+    order = np.asarray(order)
+    for start in range(0, len(order), batch_size):
+        rows = np.sort(order[start:start + batch_size])
+        waves = [np.asarray(loader(paths[i], channel=channel, sample_rate=SAMPLE_RATE)[0])
+                 for i in rows]
+        wav, mask = _pad(waves)
+        wav = wav.to(device)
+        mask = mask.to(device) if bool(mask.any()) else None
+        with torch.no_grad():
+            with autocast:
+                out = model.extract(wav, padding_mask=mask, layers=layers, **kwargs)
+            grids = {layer: out.grid(layer).float() for layer in layers}  # heads run in float32
+        first = grids[layers[0]]
+        valid = getattr(out, "time_valid", None)
+        if valid is None:
+            valid = torch.ones(first.shape[:2], dtype=torch.bool, device=first.device)
+        yield rows, grids, valid.to(first.device)
+
+
+def masked_grid_mean(grid, valid):
+    """``(grid zeroed past the valid time patches, (B, D) mean over the valid tokens)``.
+
+    grid: (B, T', F, D) token grid; valid: (B, T') bool. The mean runs over the valid time
+    patches of every band (a clip without any counts as one patch: its mean is zero).
+    """
+    masked = grid * valid[:, :, None, None].float()
+    n_time = valid.sum(1)
+    return masked, masked.sum((1, 2)) / (grid.shape[2] * n_time.clamp(min=1))[:, None]
+
+
+def _batch_arrays(grids: dict, valid, asp, band, cfg: ExtractConfig) -> dict:
+    """What the store keeps of one encoded batch (see `encode_batches`).
 
     Returns numpy arrays: "grid" {layer: (B, T', 8, D) in the storage dtype, zero past
     n_time}, float32 "utt" {layer: (B, D)}, "asp" (B, E) or None, "band" (B, 8, D) or None,
@@ -388,32 +446,12 @@ def _encode_batch(model, asp, band, waves, cfg: ExtractConfig, needed: tuple[int
     """
     import torch
 
-    wav, mask = _pad(waves)
-    wav = wav.to(device)
-    mask = mask.to(device) if bool(mask.any()) else None
-    kwargs, autocast = {}, contextlib.nullcontext()
-    if cfg.precision != "float32":
-        compute = getattr(torch, cfg.precision)
-        if "dtype" in inspect.signature(model.extract).parameters:
-            kwargs["dtype"] = compute  # asdlib BEATs: its own autocast (fbank stays float32)
-        else:
-            autocast = torch.autocast(device_type=device.type, dtype=compute)
     store_dtype = getattr(torch, cfg.dtype)
     res: dict = {"grid": {}, "utt": {}}
     with torch.no_grad():
-        with autocast:
-            out = model.extract(wav, padding_mask=mask, layers=needed, **kwargs)
-        grids = {layer: out.grid(layer).float() for layer in needed}  # heads run in float32
-        first = grids[needed[0]]
-        valid = getattr(out, "time_valid", None)
-        if valid is None:
-            valid = torch.ones(first.shape[:2], dtype=torch.bool, device=first.device)
-        valid = valid.to(first.device)
-        n_time = valid.sum(1)
-        weight = valid[:, :, None, None].float()
         for layer in cfg.layers:
-            g = grids[layer] * weight
-            res["utt"][layer] = (g.sum((1, 2)) / (8 * n_time.clamp(min=1))[:, None]).cpu().numpy()
+            g, utt = masked_grid_mean(grids[layer], valid)
+            res["utt"][layer] = utt.cpu().numpy()
             g = g.to(store_dtype)
             if not bool(torch.isfinite(g).all()):
                 raise FloatingPointError(
@@ -422,7 +460,7 @@ def _encode_batch(model, asp, band, waves, cfg: ExtractConfig, needed: tuple[int
         head_in = grids.get(cfg.head_layer)
         res["asp"] = None if asp is None else asp(head_in, valid).float().cpu().numpy()
         res["band"] = None if band is None else band(head_in, valid).float().cpu().numpy()
-    res["n_time"] = n_time.cpu().numpy().astype(np.int32)
+    res["n_time"] = valid.sum(1).cpu().numpy().astype(np.int32)
     return res
 
 
@@ -446,11 +484,11 @@ def _build_part(part: Path, rows, channel: str, model, asp, band, cfg: ExtractCo
     utt: dict = {}
     small: dict = {"n_time": np.zeros(n, np.int32)}
     t0 = time.perf_counter()
-    for start in range(0, n, cfg.batch_size):
-        rows_b = np.sort(order[start:start + cfg.batch_size])
-        waves = [np.asarray(loader(paths[i], channel=channel, sample_rate=SAMPLE_RATE)[0])
-                 for i in rows_b]
-        res = _encode_batch(model, asp, band, waves, cfg, needed, device)
+    batches = encode_batches(model, paths, order, cfg.batch_size, channel=channel,
+                             loader=loader, layers=needed, precision=cfg.precision,
+                             device=device)
+    for rows_b, grids, valid in batches:
+        res = _batch_arrays(grids, valid, asp, band, cfg)
         if not tokens:  # first (longest) batch fixes T'max and the dims
             t_max, _, d = next(iter(res["grid"].values())).shape[1:]
             for layer in cfg.layers:

@@ -280,21 +280,45 @@ def evaluate_table(scores_df: pd.DataFrame, kind_column: str | None = None) -> p
     return table
 
 
-def table_markdown(table: pd.DataFrame, percent: bool = True, digits: int = 2) -> str:
-    """Markdown rendering of a metric table (values in % by default), no extra deps."""
-    cols = list(table.columns)
-    index_name = table.index.name or ""
-    lines = ["| " + " | ".join([index_name] + [str(c) for c in cols]) + " |",
-             "|" + "---|" * (len(cols) + 1)]
+def table_markdown(table: pd.DataFrame, percent: bool = True, digits: int = 2,
+                   index_labels: Sequence[str] | None = None, align_numbers: bool = False,
+                   bold_rows: Sequence = ()) -> str:
+    """Markdown rendering of a metric table (values in % by default), no extra deps.
+
+    The index gives the leading columns, one per level, headed by ``index_labels`` (default:
+    the index names); in a multi-level index an outer level's value is printed only where
+    it changes (once per block). Tuple column names are joined with " / ". Float cells get
+    ``digits`` decimals (times 100 when ``percent``), NaN is left empty, anything else is
+    printed with ``str``. ``align_numbers`` right-aligns the value columns; first-level
+    index values in ``bold_rows`` (e.g. ``("Overall",)``) are printed in bold.
+    """
+    multi = isinstance(table.index, pd.MultiIndex)
+    labels = (list(index_labels) if index_labels is not None
+              else [name or "" for name in table.index.names])
+    if len(labels) != table.index.nlevels:
+        raise ValueError(f"{len(labels)} index labels for {table.index.nlevels} index levels")
+    cols = [" / ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in table.columns]
+    lines = ["| " + " | ".join(labels + cols) + " |",
+             "|" + "---|" * len(labels) + ("---:|" if align_numbers else "---|") * len(cols)]
+    last: tuple = ()
     for idx, row in table.iterrows():
+        key = idx if multi else (idx,)
+        heads = []
+        for level, value in enumerate(key):
+            if level < len(key) - 1 and key[:level + 1] == last[:level + 1]:
+                heads.append("")  # same block as the row above
+            elif level == 0 and value in bold_rows:
+                heads.append(f"**{value}**")
+            else:
+                heads.append(str(value))
+        last = key
         cells = []
-        for c in cols:
-            v = row[c]
+        for v in row.to_numpy():
             if isinstance(v, (float, np.floating)):
                 cells.append("" if np.isnan(v) else f"{v * 100 if percent else v:.{digits}f}")
             else:
                 cells.append(str(v))
-        lines.append("| " + " | ".join([str(idx)] + cells) + " |")
+        lines.append("| " + " | ".join(heads + cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,20 +4,33 @@
 each executed notebook, and what each step saves. A step whose notebook, parameters,
 library code and upstream steps are unchanged is skipped; a failing step stops the run
 naming the notebook and the cell, and everything finished before it is kept.
+
+A step's key (`step_fingerprint`) hashes its notebook source, its parameters, the key of
+the step before it (the first step: the run config), and the sources of the asdlib
+modules the notebook uses: its ``import asdlib.x`` / ``from asdlib import x`` statements,
+followed with `ast` through those modules' own asdlib imports (`import_closure`). Imports
+anywhere in a file count, also the lazy ones inside functions, so a module reached only
+through a function still belongs to the step. An edit to a module outside a step's
+closure does not re-run that step (a step re-run still re-runs every later step, through
+the upstream key). Dynamic imports (``importlib``) and non-Python files are not seen; a
+file that cannot be parsed counts as importing the whole library.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import sys
 import time
 from pathlib import Path
 
-from asdlib.experiment import PROJECT_ROOT, STEPS, RunConfig, atomic_write_text
+from asdlib import atomic
+from asdlib.experiment import PROJECT_ROOT, STEPS, RunConfig
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+LIBRARY = PROJECT_ROOT / "asdlib"
 KERNEL_NAME = "asdlib"
 
 
@@ -33,18 +46,77 @@ def _sha256_files(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def library_fingerprint() -> str:
-    """Hash of the asdlib sources: a code change re-runs the steps."""
-    return _sha256_files(list((PROJECT_ROOT / "asdlib").rglob("*.py")))
+def _module_files(name: str) -> set[Path]:
+    """The asdlib files that importing the dotted module ``name`` runs: each package
+    ``__init__.py`` on the way and the module itself; empty outside asdlib (a trailing name
+    that is no file, e.g. a function, adds nothing)."""
+    parts = name.split(".")
+    files: set[Path] = set()
+    if parts[0] != LIBRARY.name:
+        return files
+    path = LIBRARY.parent
+    for part in parts:
+        path = path / part
+        if (path / "__init__.py").is_file():
+            files.add(path / "__init__.py")
+            continue
+        if path.with_suffix(".py").is_file():
+            files.add(path.with_suffix(".py"))
+        break
+    return files
 
 
-def step_fingerprint(step: str, params: dict, upstream: str, library: str) -> str:
-    """Content key of one step: notebook source, parameters, code, upstream steps."""
+def _asdlib_imports(source: Path) -> set[Path]:
+    """The asdlib files that ``source`` imports itself (any depth of its code, relative
+    imports resolved for files inside asdlib); every asdlib file if it cannot be parsed."""
+    try:
+        tree = ast.parse(source.read_bytes(), filename=str(source))
+    except (SyntaxError, ValueError):
+        return set(LIBRARY.rglob("*.py"))
+    package: list[str] = []
+    if source.is_relative_to(LIBRARY):
+        package = list(source.relative_to(LIBRARY.parent).parts[:-1])
+    found: set[Path] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found |= _module_files(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: only meaningful inside the package
+                if not package or node.level > len(package):
+                    continue
+                base = ".".join(package[:len(package) - node.level + 1]
+                                + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            found |= _module_files(base)
+            for alias in node.names:  # ``from asdlib import x``: x may be a module
+                found |= _module_files(f"{base}.{alias.name}")
+    return found
+
+
+def import_closure(source: str | Path) -> list[Path]:
+    """The asdlib source files ``source`` (a notebook .py or a module) imports, directly
+    or through other asdlib modules, sorted."""
+    seen: set[Path] = set()
+    todo = [Path(source)]
+    while todo:
+        for dep in _asdlib_imports(todo.pop()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return sorted(seen)
+
+
+def step_fingerprint(step: str, params: dict, upstream: str) -> str:
+    """Content key of one step: notebook source, parameters, upstream key, and the sources
+    of the asdlib modules the notebook imports (`import_closure`)."""
+    notebook = NOTEBOOK_DIR / f"{step}.py"
     h = hashlib.sha256()
-    h.update((NOTEBOOK_DIR / f"{step}.py").read_bytes())
+    h.update(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update(upstream.encode())
-    h.update(library.encode())
+    h.update(_sha256_files(import_closure(notebook)).encode())
     return h.hexdigest()
 
 
@@ -83,10 +155,9 @@ def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "r
     nb_dir = run_dir / "notebooks"
     nb_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
-    atomic_write_text(config_path, config.to_json())
+    atomic.write_text(config_path, config.to_json())
     state_path = run_dir / "pipeline_state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    library = library_fingerprint()
     upstream = hashlib.sha256(config.to_json().encode()).hexdigest()
     selected = steps or STEPS
     unknown = [s for s in selected if s not in STEPS]
@@ -95,7 +166,7 @@ def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "r
     t_start = time.time()
     for i, step in enumerate(s for s in STEPS if s in selected):
         params = {"run_dir": ".."}
-        key = step_fingerprint(step, params, upstream, library)
+        key = step_fingerprint(step, params, upstream)
         out = nb_dir / f"{step}.ipynb"
         label = f"[{i + 1}/{len(selected)}] {step}"
         if not force and state.get(step, {}).get("key") == key and out.exists():
@@ -112,13 +183,13 @@ def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "r
             )
         except Exception as exc:  # papermill raises its own error types
             state.pop(step, None)
-            atomic_write_text(state_path, json.dumps(state, indent=2))
+            atomic.write_text(state_path, json.dumps(state, indent=2))
             raise StepFailed(f"step {step} failed in notebooks/{step}.py, "
                              f"{_cell_of_error(out)}; executed notebook: {out}") from exc
         finally:
             src.unlink(missing_ok=True)
         state[step] = {"key": key, "seconds": round(time.time() - t0, 1)}
-        atomic_write_text(state_path, json.dumps(state, indent=2))
+        atomic.write_text(state_path, json.dumps(state, indent=2))
         log(f"{label}: done in {time.time() - t0:.1f} s")
         upstream = key
     log(f"run {config.run!r} finished in {time.time() - t_start:.1f} s: {run_dir}")
@@ -147,7 +218,7 @@ def export_reference(run_dir: str | Path, dest: str | Path,
             cell.metadata.pop("execution", None)
         nb.metadata.pop("papermill", None)
         path = dest / f"{step}.ipynb"
-        atomic_write_text(path, nbformat.writes(nb))
+        atomic.write_text(path, nbformat.writes(nb))
         written.append(path)
     return written
 

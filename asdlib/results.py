@@ -48,6 +48,12 @@ REPORT_SYSTEMS = ("System 1", "System 2", "System 3", "System 4")
 DEV_MACHINES_2026 = ("bearingEmu", "fan", "gearboxEmu", "sliderEmu", "ToyCar", "ToyCarEmu",
                      "valveEmu")
 
+#: Markdown layout of a Table-1-style frame (values already in %), for
+#: ``metrics.table_markdown(table, **TABLE1_MARKDOWN)``: the machine name is printed once
+#: per block, Overall in bold, values right-aligned.
+TABLE1_MARKDOWN = {"percent": False, "digits": 2, "index_labels": ("Machine", "Metric"),
+                   "align_numbers": True, "bold_rows": ("Overall",)}
+
 
 def report_table1() -> pd.DataFrame:
     """The report's Table 1 as a (machine, metric) x system frame, in %."""
@@ -86,20 +92,6 @@ def with_report(ours: pd.DataFrame) -> pd.DataFrame:
             parts[(s, "report")] = report[s]
             parts[(s, "diff")] = ours[s] - report[s]
     return pd.DataFrame(parts)
-
-
-def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
-    """Markdown of a Table-1-style frame; the machine name is printed once per block."""
-    cols = [" / ".join(c) if isinstance(c, tuple) else str(c) for c in table.columns]
-    lines = ["| Machine | Metric | " + " | ".join(cols) + " |",
-             "|---|---|" + "---:|" * len(cols)]
-    last = None
-    for (machine, metric), row in table.iterrows():
-        cells = ["" if pd.isna(v) else f"{v:.{digits}f}" for v in row.to_numpy(dtype=float)]
-        name = f"**{machine}**" if machine == "Overall" else machine
-        lines.append(f"| {name if machine != last else ''} | {metric} | " + " | ".join(cells) + " |")
-        last = machine
-    return "\n".join(lines) + "\n"
 
 
 def overall_row(table: pd.DataFrame, metric: str = "hmean") -> pd.Series:

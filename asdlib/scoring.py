@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from asdlib import metrics
+from asdlib import atomic, metrics
 
 SCORE_STEPS = ("03_subband", "04_patch", "05_ldn")
 
@@ -106,11 +106,9 @@ def branch_table(scores: pd.DataFrame, kinds: bool = True) -> pd.DataFrame:
 
 def save_scores(scores: pd.DataFrame, path: Path, params: dict | None = None) -> None:
     """Write a tidy score table (and the branches' parameters beside it)."""
-    from asdlib.experiment import atomic_write_text
-
-    atomic_write_text(path, scores.to_csv(index=False))
+    atomic.write_text(path, scores.to_csv(index=False))
     if params is not None:
-        atomic_write_text(path.with_suffix(".params.json"),
+        atomic.write_text(path.with_suffix(".params.json"),
                           json.dumps(params, indent=2, sort_keys=True, default=str))
 
 
@@ -208,33 +206,24 @@ def utterance_embeddings(model, table: pd.DataFrame, channel: str = "near",
                          progress: bool = True) -> np.ndarray:
     """(clips, D) mean over the valid final-layer tokens of each clip (no feature store).
 
-    Used to judge adaptation quickly (before vs after) without writing token grids.
+    Used to judge adaptation quickly (before vs after) without writing token grids; the
+    batches and the mean are those of the feature store (`asdlib.features.encode_batches`,
+    `asdlib.features.masked_grid_mean`), in table order. The model is left in eval mode on
+    ``device``.
     """
-    import torch
     from tqdm.auto import tqdm
 
-    from asdlib import audio
+    from asdlib.features import encode_batches, masked_grid_mean
 
     model = model.to(device).eval()
     out = None
-    order = np.arange(len(table))
     paths = table["path"].tolist()
-    with torch.no_grad():
-        for start in tqdm(range(0, len(order), batch_size), desc="utterance embeddings",
-                          disable=not progress):
-            idx = order[start:start + batch_size]
-            waves = [audio.load_clip(paths[i], channel=channel)[0] for i in idx]
-            batch, pad = audio.collate(waves)
-            res = model.extract(torch.as_tensor(batch, device=device),
-                                padding_mask=torch.as_tensor(pad, device=device))
-            tokens = res.tokens[-1]
-            if res.token_padding is not None:
-                keep = (~res.token_padding).unsqueeze(-1).to(tokens.dtype)
-                emb = (tokens * keep).sum(1) / keep.sum(1).clamp_min(1)
-            else:
-                emb = tokens.mean(1)
-            emb = emb.float().cpu().numpy()
-            if out is None:
-                out = np.zeros((len(table), emb.shape[1]), dtype=np.float32)
-            out[idx] = emb
+    batches = encode_batches(model, paths, np.arange(len(paths)), batch_size, channel=channel,
+                             device=device)
+    for rows, grids, valid in tqdm(batches, total=-(-len(paths) // batch_size),
+                                   desc="utterance embeddings", disable=not progress):
+        emb = masked_grid_mean(grids[-1], valid)[1].cpu().numpy()
+        if out is None:
+            out = np.zeros((len(table), emb.shape[1]), dtype=np.float32)
+        out[rows] = emb
     return out

@@ -29,7 +29,7 @@ run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipe
 # %%
 import pandas as pd
 
-from asdlib import experiment, plots, results, scoring
+from asdlib import experiment, metrics, plots, results, scoring
 
 run = experiment.Run.open(run_dir)
 out = run.step("07_results")
@@ -45,7 +45,7 @@ if "lomo" in set(fused["selection"]):
     lomo = results.table1(fused[fused["selection"] == "lomo"])
     table = table.join(lomo.add_suffix(" (LOMO)"))
 results.flatten(table).to_csv(out / "table1.csv", index=False)
-(out / "table1.md").write_text(results.to_markdown(table))
+(out / "table1.md").write_text(metrics.table_markdown(table, **results.TABLE1_MARKDOWN))
 
 # %% [markdown]
 # ## Table 1 (%), weights chosen on the development labels, with the log-mel floor and the
@@ -53,7 +53,7 @@ results.flatten(table).to_csv(out / "table1.csv", index=False)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(results.to_markdown(ours.join(floor)))
+print(metrics.table_markdown(ours.join(floor), **results.TABLE1_MARKDOWN))
 
 # %% [markdown]
 # ## Overall official score of each system (%)
@@ -70,7 +70,7 @@ machines = sorted(fused["machine"].unique())
 if results.is_real_dev_set(machines) and run.config.data_root is not None:
     beside = results.with_report(ours)
     results.flatten(beside).to_csv(out / "table1_vs_report.csv", index=False)
-    print(results.to_markdown(beside))
+    print(metrics.table_markdown(beside, **results.TABLE1_MARKDOWN))
 else:
     print("synthetic or partial data: the report's numbers are not comparable and are "
           "not shown")

@@ -258,6 +258,28 @@ def test_table1_layout():
     assert md.splitlines()[-1].startswith("| Overall | ")
 
 
+def test_table_markdown_multiindex_layout():
+    """The Table-1 layout: machine once per block, Overall bold, tuple columns, NaN empty."""
+    from asdlib.results import TABLE1_MARKDOWN
+
+    idx = pd.MultiIndex.from_tuples([("fan", "AUC_s"), ("fan", "pAUC"), ("Overall", "hmean")],
+                                    names=["machine", "metric"])
+    table = pd.DataFrame({("S1", "ours"): [61.234, np.nan, 70.0], "S2": [1.0, 2.0, 3.0]},
+                         index=idx)
+    assert metrics.table_markdown(table, **TABLE1_MARKDOWN) == (
+        "| Machine | Metric | S1 / ours | S2 |\n"
+        "|---|---|---:|---:|\n"
+        "| fan | AUC_s | 61.23 | 1.00 |\n"
+        "|  | pAUC |  | 2.00 |\n"
+        "| **Overall** | hmean | 70.00 | 3.00 |\n")
+    plain = metrics.table_markdown(table)
+    assert plain.splitlines()[:2] == ["| machine | metric | S1 / ours | S2 |",
+                                      "|---|---|---|---|"]
+    assert plain.splitlines()[2] == "| fan | AUC_s | 6123.40 | 100.00 |"
+    with pytest.raises(ValueError, match="index labels"):
+        metrics.table_markdown(table, index_labels=("Machine",))
+
+
 def test_table_with_kinds_and_errors():
     df = _tidy()
     table = metrics.evaluate_table(df, kind_column="kind")

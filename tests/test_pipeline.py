@@ -109,3 +109,23 @@ def test_nbval_against_reference_notebooks(tiny_run):
          "--nbval-sanitize-with", str(REFERENCE / "sanitize.cfg"), str(check_dir)],
         cwd=check_dir, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+
+
+def test_import_closure_follows_asdlib_imports(tmp_path):
+    """A step is keyed by the asdlib modules its notebook reaches, lazy imports included."""
+    lib = PROJECT_ROOT / "asdlib"
+    closure = set(pipeline.import_closure(PROJECT_ROOT / "notebooks" / "03_subband.py"))
+    # the notebook's own imports, their module-level imports (branches -> knn, ldn) and
+    # the lazy ones inside functions (scoring.score_machine -> branches)
+    assert {lib / f"{m}.py" for m in ("__init__", "experiment", "scoring", "plots", "metrics",
+                                      "branches", "features", "knn", "ldn")} <= closure
+    assert not closure & {lib / f"{m}.py" for m in ("results", "fusion", "overview",
+                                                    "download", "pipeline")}
+    assert lib / "results.py" in pipeline.import_closure(PROJECT_ROOT / "notebooks" / "07_results.py")
+    src = tmp_path / "nb.py"
+    src.write_text("import numpy\nimport asdlib.knn as k\nfrom asdlib.ldn import ldn_scores\n\n"
+                   "def f():\n    from asdlib import atomic\n")
+    assert pipeline.import_closure(src) == sorted(lib / f"{m}.py" for m in ("__init__", "knn",
+                                                                          "ldn", "atomic"))
+    src.write_text("def broken(:\n")  # unparsable: counts as using the whole library
+    assert pipeline.import_closure(src) == sorted(lib.rglob("*.py"))
