@@ -190,11 +190,11 @@ def clip_table(config: RunConfig, root: Path | None = None):
 def starting_encoder(config: RunConfig):
     """The encoder adaptation starts from: the official checkpoint when given, else the
     named small configuration (the project's shipped starting weights where they exist)."""
-    from asdlib import encoder
+    from asdlib import adaptation, encoder
 
     if config.encoder:
         return encoder.load_beats(config.encoder, device="cpu")
-    return encoder.build_beats(config.encoder_config, seed=config.seed)
+    return adaptation.starting_encoder(config.encoder_config, seed=config.seed)
 
 
 def adapt_config(config: RunConfig):

@@ -27,6 +27,14 @@
 # To see whether adaptation helped, utterance kNN (mean token, nearest normal training
 # clip) is scored with the official metric before and after, next to a log-mel kNN
 # reference that uses no encoder at all.
+#
+# **Starting point.** With an official BEATs checkpoint (`--encoder`), adaptation starts
+# from it. On the embedded default there is none, so it starts from the project's own
+# pre-trained `small` BEATs (`asdlib/assets/beats_small_synth.pt`): self-supervised masked
+# and visible patch reconstruction on synthetic data of other seeds, normal clips only
+# (`scripts/pretrain_small.py`). A random start scores near chance. The proxy task alone
+# discards what does not separate the classes, so the demo recipe adapts gently and keeps
+# a reconstruction term (`AdaptConfig.demo`).
 
 # %% tags=["parameters"]
 run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipeline

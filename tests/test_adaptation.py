@@ -340,8 +340,41 @@ def test_pretrain_script_writes_a_loadable_float16_checkpoint(tiny_data, tmp_pat
     spec.loader.exec_module(mod)
     _, _, root = tiny_data
     hist = mod.pretrain_small([root], tmp_path / "p.pt", config="tiny", epochs=2,
-                              batch_size=8, crop_seconds=1.0, progress=False)
+                              batch_size=8, crop_seconds=1.0, progress=False, gain_db=6.0,
+                              zero_mean=True, visible_weight=1.0, summary_weight=1.0)
     assert len(hist) == 2 and hist[1]["loss"] < hist[0]["loss"]
     ckpt = torch.load(tmp_path / "p.pt", weights_only=True)
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
-    assert list(encoder.load_beats(tmp_path / "p.pt").state_dict()) == list(_tiny().state_dict())
+    model = encoder.load_beats(tmp_path / "p.pt")
+    assert list(model.state_dict()) == list(_tiny().state_dict())
+    assert model.patch_embedding.weight.float().mean(dim=(2, 3)).abs().max() < 1e-3
+
+
+def test_small_asset_is_a_plain_small_beats():
+    """The shipped start of the embedded default (scripts/pretrain_small.py) loads strictly."""
+    model = A.starting_encoder("small")
+    ref = encoder.build_beats("small", seed=0)
+    assert list(model.state_dict()) == list(ref.state_dict())
+    assert model.cfg == ref.cfg
+    assert A.SMALL_ASSET.stat().st_size < 10 * 2**20
+    w = model.state_dict()["patch_embedding.weight"]
+    assert not torch.equal(w, ref.state_dict()["patch_embedding.weight"])  # trained, not init
+    assert w.mean(dim=(2, 3)).abs().max() < 1e-3  # zero-mean patch filters
+    tiny = A.starting_encoder("tiny")  # no asset: random init
+    assert list(tiny.state_dict()) == list(_tiny().state_dict())
+
+
+def test_zero_mean_patches_and_reconstruction_term(tiny_data, tmp_path):
+    """zero_mean_patches keeps the patch filters zero-mean through training; the
+    reconstruction term adds to the loss and changes the weights."""
+    table, waves, _ = tiny_data
+    plain = _tiny()
+    h0 = A.adapt(plain, table, _cfg(epochs=1), tmp_path / "a", progress=False, waves=waves)
+    kept = _tiny()
+    h1 = A.adapt(kept, table, _cfg(epochs=1, zero_mean_patches=True, recon_weight=5.0,
+                                   gain_db=6.0), tmp_path / "b", progress=False, waves=waves)
+    assert plain.patch_embedding.weight.mean(dim=(2, 3)).abs().max() > 1e-4
+    assert kept.patch_embedding.weight.mean(dim=(2, 3)).abs().max() < 1e-6
+    assert h1["loss"].iloc[0] > h0["loss"].iloc[0]
+    fb = A.fbank_patches(kept, torch.from_numpy(waves[0][0][None]))
+    assert fb.shape[2:] == (8, 256) and abs(float(fb.mean())) < 1e-5  # level-free target

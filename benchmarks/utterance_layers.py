@@ -1,0 +1,69 @@
+"""Utterance kNN per encoder layer: where in the encoder the clip-level evidence lives.
+
+For one checkpoint (an official-format BEATs file, ``asset`` = the shipped small start,
+or ``random``), the mean token of every hidden state (0 = input to the first layer) is
+scored as utterance kNN (cosine 1-NN against the normal training clips of the same
+machine, leave-one-out self-scores) with the official DCASE metric, next to the
+encoder-free mean log-mel reference. Used to choose the pre-training objective of
+``scripts/pretrain_small.py`` (its docstring quotes these numbers).
+
+Usage: ``PYTHONPATH=. python benchmarks/utterance_layers.py [CHECKPOINT|asset|random ...]
+[--root data/synth_demo_seed0] [--channel near]``
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+import torch
+
+from asdlib import adaptation, encoder, experiment, features, metrics, scoring
+
+
+def layer_embeddings(model, table: pd.DataFrame, channel: str) -> dict[int, np.ndarray]:
+    """{hidden-state index: (clips, D) mean over the valid tokens}."""
+    n_layers = int(model.cfg.encoder_layers)
+    paths = table["path"].tolist()
+    out: dict[int, np.ndarray] = {}
+    for rows, grids, valid in features.encode_batches(
+            model, paths, np.arange(len(paths)), 16, channel=channel,
+            layers=tuple(range(n_layers + 1))):
+        for layer, grid in grids.items():
+            emb = adaptation.mean_tokens(grid, valid).float().numpy()
+            out.setdefault(layer, np.zeros((len(paths), emb.shape[1]), np.float32))[rows] = emb
+    return out
+
+
+def official(emb: np.ndarray, table: pd.DataFrame) -> pd.Series:
+    scores = scoring.knn_scores(emb, table, "utt")
+    return metrics.evaluate_table(scores[~scores["is_self"]]).loc["Overall"] * 100
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoints", nargs="*", default=["asset"])
+    ap.add_argument("--root", default=None, help="dataset root (default: embedded demo)")
+    ap.add_argument("--channel", default="near")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    config = experiment.RunConfig(data_root=args.root)
+    table = experiment.clip_table(config)
+    rows = {"log-mel mean (no encoder)": official(
+        scoring.logmel_embeddings(table, args.channel, progress=False), table)}
+    for name in args.checkpoints:
+        if name == "random":
+            model = encoder.build_beats("small", seed=0)
+        elif name == "asset":
+            model = adaptation.starting_encoder("small")
+        else:
+            model = encoder.load_beats(name)
+        for layer, emb in sorted(layer_embeddings(model.eval(), table, args.channel).items()):
+            rows[f"{name} layer {layer}"] = official(emb, table)
+    print(pd.DataFrame(rows).T[["AUC_s", "AUC_t", "pAUC", "hmean"]].round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()
