@@ -29,8 +29,9 @@ self-supervised on synthetic seeds 1-2, ``scripts/pretrain_small.py``). On this 
 data the proxy classification alone throws away what does not separate the classes, and
 anomalies are made of exactly that: from the shipped start, plain ArcFace adaptation
 lowered the utterance kNN (official hmean 62.4 -> 56.6). `AdaptConfig.demo` therefore
-adapts gently (lr 1e-4) with random gain, zero-mean patch filters and a reconstruction
-term (``recon_weight``) that keeps the tokens describing their own patch.
+adapts gently (lr 1e-4) with random gain, zero-mean patch filters, class-balanced
+sampling and a reconstruction term (``recon_weight``) that keeps the tokens describing
+their own patch: 62.4 -> 63.5 (other settings tried: 60.2-62.8; README).
 
 Training-time behaviour stored in the BEATs ``cfg``: ``encoder_layerdrop`` is always
 switched off while adapting (short fine-tuning runs gain nothing from it, and it would
@@ -512,9 +513,10 @@ class AdaptConfig:
         """The embedded CPU demo: the project's pre-trained "small" encoder (`starting_encoder`),
         synthetic `demo` data; 12 epochs x 49 steps of 16 crops of 2 s, ~1.5 min on 2 idle
         cores. A low learning rate, random gain, zero-mean patch filters and the
-        reconstruction term keep what the pre-training taught (README, "Adaptation")."""
+        reconstruction term keep what the pre-training taught; class-balanced sampling
+        gives the 10-clip target classes their share (utterance kNN 61.7 -> 63.5)."""
         base = cls(lr=1e-4, gain_db=6.0, recon_weight=5.0, zero_mean_patches=True,
-                   utt_loss_weight=1.0)
+                   utt_loss_weight=1.0, balanced=True)
         return dataclasses.replace(base, **overrides)
 
     @classmethod
