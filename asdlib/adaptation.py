@@ -72,7 +72,6 @@ ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 MODES = ("full", "last_n", "lora", "frozen")
 CHANNELS = ("near", "far", "both")
 SMALL_ASSET = Path(__file__).parent / "assets" / "beats_small_synth.pt"
-SMALL_ASSET = Path(__file__).parent / "assets" / "beats_small_synth.pt"
 STATE_FILE = "state.pt"
 ENCODER_FILE = "encoder.pt"
 HEADS_FILE = "heads.pt"
@@ -262,24 +261,6 @@ def load_heads(path: str | os.PathLike, device: str | torch.device = "cpu"
 def starting_encoder(config: str = "small", seed: int = 0, pretrained: bool = True,
                      device: str | torch.device = "cpu") -> nn.Module:
     """The encoder adaptation starts from when no official BEATs checkpoint is used.
-
-    "small" with ``pretrained``: the project's own pre-trained small BEATs
-    (``asdlib/assets/beats_small_synth.pt``, made by ``scripts/pretrain_small.py``:
-    masked-patch pre-training on synthetic data of seeds 1 and 2, never the evaluation
-    seed 0). Otherwise a random ``build_beats(config, seed)``.
-    """
-    from asdlib.encoder import build_beats, load_beats
-
-    if config == "small" and pretrained:
-        if not SMALL_ASSET.is_file():
-            raise FileNotFoundError(f"{SMALL_ASSET} is missing; run scripts/pretrain_small.py")
-        return load_beats(SMALL_ASSET, device=device)
-    return build_beats(config, seed=seed, device=device)
-
-
-def starting_encoder(config: str = "small", seed: int = 0, pretrained: bool = True,
-                     device: str | torch.device = "cpu") -> nn.Module:
-    """The encoder adaptation starts from when no official BEATs checkpoint is given.
 
     "small" with ``pretrained``: the project's own pre-trained small BEATs
     (``asdlib/assets/beats_small_synth.pt``, made by ``scripts/pretrain_small.py``:

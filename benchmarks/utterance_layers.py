@@ -31,7 +31,7 @@ def layer_embeddings(model, table: pd.DataFrame, channel: str) -> dict[int, np.n
             model, paths, np.arange(len(paths)), 16, channel=channel,
             layers=tuple(range(n_layers + 1))):
         for layer, grid in grids.items():
-            emb = adaptation.mean_tokens(grid, valid).float().numpy()
+            emb = features.masked_grid_mean(grid, valid)[1].numpy()  # as the feature store
             out.setdefault(layer, np.zeros((len(paths), emb.shape[1]), np.float32))[rows] = emb
     return out
 

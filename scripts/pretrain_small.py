@@ -87,7 +87,9 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
                    epochs: int = 12, batch_size: int = 16, lr: float = 1e-3,
                    weight_decay: float = 0.01, mask_ratio: float = 0.6,
                    crop_seconds: float = 2.0, contrastive_weight: float = 0.0,
-                   mae_weight: float = 1.0, summary_weight: float = 0.0, gain_db: float = 0.0, zero_mean: bool = False, visible_weight: float = 0.0, seed: int = 0, num_threads: int | None = None,
+                   mae_weight: float = 1.0, summary_weight: float = 0.0, gain_db: float = 0.0,
+                   zero_mean: bool = False, visible_weight: float = 0.0, seed: int = 0,
+                   num_threads: int | None = None,
                    progress: bool = True) -> list[dict]:
     """Self-supervised pre-training of a fresh ``build_beats(config, seed)`` on the normal
     training clips under ``roots`` -> per-epoch history; writes the float16 checkpoint to
@@ -99,7 +101,9 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
     + summary_weight * MSE of a linear read-out of that mean token against the crop's mean
     normalised fbank (128,): BEATs' bias-free patch embedding followed by a per-token
     LayerNorm hides each patch's level, and this term makes the utterance vector carry the
-    band levels again.
+    band levels again; + visible_weight * the same patch MSE on the unmasked tokens.
+    gain_db: random gain per crop (targets are level-free either way: each crop's mean is
+    subtracted). zero_mean: patch filters projected to zero mean at init and every step.
     AdamW, 5 % warm-up + cosine, random crops of ``crop_seconds``; crops and token masks are
     drawn from a generator seeded by (seed, epoch). Deterministic on CPU for fixed threads.
     """
