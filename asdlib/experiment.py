@@ -135,6 +135,28 @@ class Run:
             raise FileNotFoundError(f"{pointer} missing: run step {step} first")
         return self.work / json.loads(pointer.read_text())["path"]
 
+    def write_clip_table(self, table, root: Path) -> Path:
+        """Step 00's clip table -> ``00_data/clip_table.csv``, paths relative to the data root
+        ``root`` (a committed run then names no folder of the machine that made it)."""
+        import os
+
+        rel = table.assign(path=[Path(os.path.relpath(p, root)).as_posix() for p in table["path"]])
+        path = self.step("00_data") / "clip_table.csv"
+        atomic.write_text(path, rel.to_csv(index=False))
+        return path
+
+    def clip_table(self):
+        """The clip table written by step 00, with paths under this run's data root."""
+        import pandas as pd
+
+        path = self.dir / "00_data" / "clip_table.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} missing: run step 00_data first")
+        table = pd.read_csv(path, dtype={"name": str})
+        root = self.config.resolved_data_root()
+        table["path"] = [str(root / p) for p in table["path"]]
+        return table
+
     def feature_store(self):
         """The feature store written by step 02 for this run."""
         from asdlib import features

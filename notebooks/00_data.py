@@ -39,7 +39,7 @@ print(f"run {cfg.run!r}: preset={cfg.preset} data_root={cfg.data_root or '(embed
 # %%
 root = experiment.dataset_root(cfg)
 table = experiment.clip_table(cfg, root)
-table.to_csv(out / "clip_table.csv", index=False)
+run.write_clip_table(table, root)
 manifest = data.build_manifest(table, root)
 data.write_manifest(manifest, out / "data_manifest.csv")
 print(f"{len(table)} clips, {table['machine'].nunique()} machines, "

@@ -48,7 +48,7 @@ run = experiment.Run.open(run_dir)
 out = run.step("01_finetune")
 cfg = run.config
 device = cfg.resolved_device()
-table = pd.read_csv(run.dir / "00_data" / "clip_table.csv", dtype={"name": str})
+table = run.clip_table()
 adapt_cfg = experiment.adapt_config(cfg)
 print(adapt_cfg)
 

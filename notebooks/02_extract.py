@@ -28,14 +28,12 @@ run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipe
 # %%
 import json
 
-import pandas as pd
-
 from asdlib import adaptation, encoder, experiment, features
 
 run = experiment.Run.open(run_dir)
 out = run.step("02_extract")
 cfg = run.config
-table = pd.read_csv(run.dir / "00_data" / "clip_table.csv", dtype={"name": str})
+table = run.clip_table()
 adapted = run.current("adapted", "01_finetune")
 model = encoder.load_beats(adapted / "encoder.pt", device=cfg.resolved_device())
 heads = adaptation.load_heads(adapted / "heads.pt")

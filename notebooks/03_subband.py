@@ -33,14 +33,12 @@
 run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipeline
 
 # %%
-import pandas as pd
-
 from asdlib import experiment, plots, scoring
 
 run = experiment.Run.open(run_dir)
 out = run.step("03_subband")
 cfg = run.config
-table = pd.read_csv(run.dir / "00_data" / "clip_table.csv", dtype={"name": str})
+table = run.clip_table()
 store = run.feature_store()
 
 # %%

@@ -30,14 +30,12 @@ n_maps: int = 6  # localisation maps shown (highest-scoring test clips)
 
 # %%
 import numpy as np
-import pandas as pd
-
 from asdlib import audio, experiment, plots, scoring
 
 run = experiment.Run.open(run_dir)
 out = run.step("04_patch")
 cfg = run.config
-table = pd.read_csv(run.dir / "00_data" / "clip_table.csv", dtype={"name": str})
+table = run.clip_table()
 store = run.feature_store()
 
 # %%

@@ -34,7 +34,7 @@ from asdlib import experiment, fusion, plots, scoring
 run = experiment.Run.open(run_dir)
 out = run.step("05_ldn")
 cfg = run.config
-table = pd.read_csv(run.dir / "00_data" / "clip_table.csv", dtype={"name": str})
+table = run.clip_table()
 store = run.feature_store()
 
 # %%

@@ -36,7 +36,7 @@ from IPython.display import Audio, display
 from asdlib import audio, experiment, fusion, plots, scoring
 
 run = experiment.Run.open(run_dir)
-table = pd.read_csv(run.dir / "00_data" / "clip_table.csv", dtype={"name": str})
+table = run.clip_table()
 machine = machine or sorted(table["machine"].unique())[0]
 fused = pd.read_csv(run.dir / "06_fusion" / "fused_scores.csv", dtype={"name": str})
 fused = fused[(fused["machine"] == machine) & (fused["selection"] == "dev")]

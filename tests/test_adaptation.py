@@ -378,3 +378,51 @@ def test_zero_mean_patches_and_reconstruction_term(tiny_data, tmp_path):
     assert h1["loss"].iloc[0] > h0["loss"].iloc[0]
     fb = A.fbank_patches(kept, torch.from_numpy(waves[0][0][None]))
     assert fb.shape[2:] == (8, 256) and abs(float(fb.mean())) < 1e-5  # level-free target
+
+
+def _spectrum_patches(spectra: torch.Tensor, n_time: int = 3) -> torch.Tensor:
+    """(B, 128) mean spectra -> (B, T', 8, 256) patches whose mean over time is that spectrum."""
+    b = spectra.shape[0]
+    bands = spectra.reshape(b, 1, 8, 1, 16).expand(b, n_time, 8, 16, 16)
+    return bands.reshape(b, n_time, 8, 256)
+
+
+def test_spectrum_geometry_loss_is_one_minus_the_distance_correlation():
+    g = torch.Generator().manual_seed(0)
+    spectra = torch.randn(6, 128, generator=g)
+    patches = _spectrum_patches(spectra)
+    # utterance vectors whose cosine distances grow with the spectral distances: loss near 0
+    aligned = torch.cat([torch.ones(6, 1) * 30.0, spectra], dim=1)
+    assert float(A.spectrum_geometry_loss(aligned, patches)) < 0.05
+    # distances unrelated to the spectra: loss near 1; the loss is scale-free
+    other = torch.randn(6, 64, generator=g)
+    loss = float(A.spectrum_geometry_loss(other, patches))
+    assert 0.5 < loss < 1.5
+    assert float(A.spectrum_geometry_loss(3.0 * other, patches)) == pytest.approx(loss, abs=1e-5)
+    # the exact value on a hand-made case: spectral distances 1, 2, 1 vs utterance ones
+    spec = torch.zeros(3, 128)
+    spec[1, 0], spec[2, 0] = 1.0, 2.0
+    utt = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]), dim=1)
+    d_utt = torch.tensor([1 - 0.5 ** 0.5, 1.0, 1 - 0.5 ** 0.5])
+    d_spec = torch.tensor([1.0, 2.0, 1.0])
+    corr = torch.corrcoef(torch.stack([(d_utt + 1e-4).log(), (d_spec + 1e-4).log()]))[0, 1]
+    assert float(A.spectrum_geometry_loss(utt, _spectrum_patches(spec))) == pytest.approx(
+        1 - float(corr), abs=1e-5)
+    # padded time patches do not count
+    padded = _spectrum_patches(spec, n_time=4)
+    padded[:, 3] = 1e3
+    valid = torch.ones(3, 4, dtype=torch.bool)
+    valid[:, 3] = False
+    assert float(A.spectrum_geometry_loss(utt, padded, valid)) == pytest.approx(
+        1 - float(corr), abs=1e-5)
+
+
+def test_spectrum_term_trains(tiny_data, tmp_path):
+    table, waves, _ = tiny_data
+    h0 = A.adapt(_tiny(), table, _cfg(epochs=1, mixup=False), tmp_path / "a", progress=False,
+                 waves=waves)
+    model = _tiny()
+    h1 = A.adapt(model, table, _cfg(epochs=1, mixup=False, spectrum_weight=2.0), tmp_path / "b",
+                 progress=False, waves=waves)
+    assert h1["loss"].iloc[0] > h0["loss"].iloc[0]  # the term adds to the loss
+

@@ -129,3 +129,19 @@ def test_import_closure_follows_asdlib_imports(tmp_path):
                                                                           "ldn", "atomic"))
     src.write_text("def broken(:\n")  # unparsable: counts as using the whole library
     assert pipeline.import_closure(src) == sorted(lib.rglob("*.py"))
+
+
+def test_clip_table_is_stored_relative_to_the_data_root(tiny_run):
+    """The committed clip table names no folder of the machine that made it; the run reads
+    it back with paths under its own data root."""
+    from asdlib.experiment import Run
+
+    run_dir, _ = tiny_run
+    stored = pd.read_csv(run_dir / "00_data" / "clip_table.csv")
+    assert not any(Path(p).is_absolute() for p in stored["path"])
+    assert stored["path"].str.startswith("dev_data/raw/").all()
+    run = Run.open(run_dir)
+    table = run.clip_table()
+    root = run.config.resolved_data_root()
+    assert all(Path(p).is_file() and Path(p).is_relative_to(root) for p in table["path"])
+    assert table["name"].tolist() == stored["name"].tolist()
