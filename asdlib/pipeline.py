@@ -2,8 +2,10 @@
 
 ``python -m asdlib.pipeline --run demo`` writes ``results/demo/``: the resolved config,
 each executed notebook, and what each step saves. A step whose notebook, parameters,
-library code and upstream steps are unchanged is skipped; a failing step stops the run
-naming the notebook and the cell, and everything finished before it is kept.
+library code and upstream steps are unchanged since this checkout ran it is skipped (the
+record is ``work/pipeline_state.json``, never committed, so a fresh clone runs every step
+and rebuilds the data and checkpoints behind the committed outputs); a failing step stops
+the run naming the notebook and the cell, and everything finished before it is kept.
 
 A step's key (`step_fingerprint`) hashes its notebook source, its parameters, the key of
 the step before it (the first step: the run config), and the sources of the asdlib
@@ -156,8 +158,12 @@ def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "r
     nb_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "config.json"
     atomic.write_text(config_path, config.to_json())
-    state_path = run_dir / "pipeline_state.json"
+    state_path = run_dir / "pipeline_state.json"  # committed: what made the outputs
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    # the skip decision reads the state under work/ (never committed): a fresh clone has
+    # the committed outputs but not the datasets, checkpoints and features behind them
+    local_path = run_dir / "work" / "pipeline_state.json"
+    local = json.loads(local_path.read_text()) if local_path.exists() else {}
     upstream = hashlib.sha256(config.to_json().encode()).hexdigest()
     selected = steps or STEPS
     unknown = [s for s in selected if s not in STEPS]
@@ -169,7 +175,7 @@ def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "r
         key = step_fingerprint(step, params, upstream)
         out = nb_dir / f"{step}.ipynb"
         label = f"[{i + 1}/{len(selected)}] {step}"
-        if not force and state.get(step, {}).get("key") == key and out.exists():
+        if not force and local.get(step, {}).get("key") == key and out.exists():
             log(f"{label}: unchanged, skipped")
             upstream = key
             continue
@@ -182,14 +188,16 @@ def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "r
                 kernel_name=kernel_name, progress_bar=False, log_output=False,
             )
         except Exception as exc:  # papermill raises its own error types
-            state.pop(step, None)
-            atomic.write_text(state_path, json.dumps(state, indent=2))
+            for record, path in ((state, state_path), (local, local_path)):
+                record.pop(step, None)
+                atomic.write_text(path, json.dumps(record, indent=2))
             raise StepFailed(f"step {step} failed in notebooks/{step}.py, "
                              f"{_cell_of_error(out)}; executed notebook: {out}") from exc
         finally:
             src.unlink(missing_ok=True)
-        state[step] = {"key": key, "seconds": round(time.time() - t0, 1)}
-        atomic.write_text(state_path, json.dumps(state, indent=2))
+        for record, path in ((state, state_path), (local, local_path)):
+            record[step] = {"key": key, "seconds": round(time.time() - t0, 1)}
+            atomic.write_text(path, json.dumps(record, indent=2))
         log(f"{label}: done in {time.time() - t0:.1f} s")
         upstream = key
     log(f"run {config.run!r} finished in {time.time() - t_start:.1f} s: {run_dir}")

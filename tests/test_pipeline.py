@@ -145,3 +145,31 @@ def test_clip_table_is_stored_relative_to_the_data_root(tiny_run):
     root = run.config.resolved_data_root()
     assert all(Path(p).is_file() and Path(p).is_relative_to(root) for p in table["path"])
     assert table["name"].tolist() == stored["name"].tolist()
+
+
+def test_fresh_clone_runs_steps_whose_outputs_are_committed(tmp_path, monkeypatch):
+    """The skip record lives under work/ (not committed): with it a step is skipped, without
+    it (a fresh clone: committed outputs, no datasets or checkpoints) the step runs again."""
+    nb_dir = tmp_path / "notebooks"
+    nb_dir.mkdir()
+    header = (PROJECT_ROOT / "notebooks" / "00_data.py").read_text().split("# %% [markdown]")[0]
+    (nb_dir / "00_data.py").write_text(
+        header + '# %% tags=["parameters"]\nrun_dir = ".."\n\n# %%\n'
+        'from pathlib import Path\np = Path(run_dir, "runs.txt")\n'
+        'p.write_text(p.read_text() + "x" if p.exists() else "x")\n')
+    monkeypatch.setattr(pipeline, "NOTEBOOK_DIR", nb_dir)
+    config, results = RunConfig(run="clone", preset="tiny"), tmp_path / "results"
+
+    def run():
+        logs = []
+        pipeline.run_pipeline(config, results, steps=("00_data",), log=logs.append)
+        return logs
+
+    run()
+    assert "unchanged, skipped" in run()[0]  # same checkout: skipped
+    run_dir = results / "clone"
+    assert (run_dir / "runs.txt").read_text() == "x"
+    shutil.rmtree(run_dir / "work")  # what a fresh clone lacks
+    assert "running" in run()[0]
+    assert (run_dir / "runs.txt").read_text() == "xx"
+    assert json.loads((run_dir / "pipeline_state.json").read_text())["00_data"]["key"]
