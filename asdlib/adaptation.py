@@ -240,6 +240,18 @@ def zero_mean_patch_filters(model: nn.Module) -> None:
             conv.weight -= conv.weight.mean(dim=(2, 3), keepdim=True)
 
 
+def mean_spectrum(patches: torch.Tensor, time_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T', 8, 256) patches from `fbank_patches` -> (B, 128) mean over the (valid, when
+    ``time_valid`` (B, T') is given) time patches of every mel bin: the crop's spectrum."""
+    b, t = patches.shape[:2]
+    bands = patches.reshape(b, t, 8, 16, 16)
+    if time_valid is None:
+        return bands.mean(dim=(1, 3)).reshape(b, -1)
+    w = _token_mask(time_valid, patches).to(patches.dtype)  # (B, T')
+    bands = bands * w[:, :, None, None, None]
+    return (bands.sum(dim=(1, 3)) / (16 * w.sum(dim=1))[:, None, None]).reshape(b, -1)
+
+
 def spectrum_geometry_loss(utt: torch.Tensor, patches: torch.Tensor,
                            time_valid: torch.Tensor | None = None) -> torch.Tensor:
     """1 - Pearson correlation, over the pairs of a batch, between the log cosine distances
@@ -251,12 +263,9 @@ def spectrum_geometry_loss(utt: torch.Tensor, patches: torch.Tensor,
     utterance space, which a nearest-neighbour score needs and the proxy classes alone do
     not teach (they pull all clips of a class together).
     """
-    b, t = patches.shape[:2]
-    w = _token_mask(time_valid, patches).to(patches.dtype)  # (B, T')
-    bands = patches.reshape(b, t, 8, 16, 16) * w[:, :, None, None, None]
-    spec = (bands.sum(dim=(1, 3)) / (16 * w.sum(dim=1))[:, None, None]).reshape(b, -1)
+    spec = mean_spectrum(patches, _token_mask(time_valid, patches))
     u = F.normalize(utt, dim=-1)
-    i, j = torch.triu_indices(b, b, offset=1, device=utt.device)
+    i, j = torch.triu_indices(len(u), len(u), offset=1, device=utt.device)
     d_utt = 1.0 - (u[i] * u[j]).sum(-1)
     d_spec = (spec[i] - spec[j]).norm(dim=-1)
     # log distances: the many far pairs of different machines do not drown out the near
@@ -851,7 +860,8 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
                         valid_t = _token_mask(valid[:, :target.shape[1]], pred)
                         err = ((pred - target) ** 2).mean(-1)[valid_t]
                         total_loss = total_loss + cfg.recon_weight * err.mean()
-                    utt = mean_tokens(grid, valid)  # the utterance-kNN vector
+                    if cfg.spectrum_weight or cfg.utt_loss_weight:
+                        utt = mean_tokens(grid, valid)  # the utterance-kNN vector
                     if cfg.spectrum_weight and len(idx) > 2:
                         total_loss = total_loss + cfg.spectrum_weight * spectrum_geometry_loss(
                             utt, target, valid[:, :target.shape[1]])

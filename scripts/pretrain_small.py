@@ -162,9 +162,8 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
                 if visible_weight:
                     loss = loss + visible_weight * (err * ~mask).sum() / (~mask).sum().clamp_min(1)
             if summary_weight:
-                level = target.reshape(b, n_tok // 8, 8, PATCH, PATCH).mean(dim=(1, 3))
-                loss = loss + summary_weight * ((summary(tokens.mean(1)) - level.reshape(b, -1))
-                                                ** 2).mean()
+                level = A.mean_spectrum(target.reshape(b, n_tok // 8, 8, PATCH * PATCH))
+                loss = loss + summary_weight * ((summary(tokens.mean(1)) - level) ** 2).mean()
             if contrastive_weight:
                 z = projector(tokens.mean(1))
                 loss = loss + contrastive_weight * nt_xent(z[: len(idx)], z[len(idx):])
