@@ -219,11 +219,13 @@ class _TrainingHeads(nn.Module):
         return self.asp(grid, time_valid), self.band_proj(self.band(grid, time_valid))
 
 
-def fbank_patches(model: nn.Module, wav: torch.Tensor) -> torch.Tensor:
+def fbank_patches(model: nn.Module, wav: torch.Tensor,
+                  fbank: torch.Tensor | None = None) -> torch.Tensor:
     """wav (B, N) -> (B, T', 8, 256) normalised fbank patches of every token, each crop's
-    mean subtracted (the reconstruction target; level-free)."""
+    mean subtracted (the reconstruction target; level-free). ``fbank``: wav's normalised
+    fbank when already computed (`EncoderOutput.fbank`)."""
     with torch.no_grad():
-        fb = model.preprocess(wav)  # (B, T, 128)
+        fb = model.preprocess(wav) if fbank is None else fbank.detach()  # (B, T, 128)
         b, t, f = fb.shape
         t = t // 16 * 16
         p = fb[:, :t].reshape(b, t // 16, 16, f // 16, 16).permute(0, 1, 3, 2, 4)
@@ -854,7 +856,7 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
                     loss, band_loss, c1, c2 = _losses(heads, emb, band, y, y2, lam)
                     total_loss = loss + cfg.band_loss_weight * band_loss
                     if cfg.recon_weight or cfg.spectrum_weight:
-                        target = fbank_patches(model, wav)
+                        target = fbank_patches(model, wav, out.fbank)
                     if cfg.recon_weight:
                         pred = heads.recon(grid[:, :target.shape[1]])
                         valid_t = _token_mask(valid[:, :target.shape[1]], pred)

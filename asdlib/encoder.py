@@ -630,6 +630,8 @@ class EncoderOutput:
     time_valid: (B, T') bool, True where the time patch lies wholly in unpadded audio.
     logits, probs: (B, C) for fine-tuned checkpoints (predictor on each token, mean over
         unpadded tokens, sigmoid), when the final layer was computed; else None.
+    fbank: (B, T, 128) the normalised fbank the tokens were computed from (before any
+        forward hook on ``patch_embedding``), so that callers need not compute it again.
     """
 
     tokens: LayerTokens
@@ -638,6 +640,7 @@ class EncoderOutput:
     logits: Tensor | None = None
     probs: Tensor | None = None
     n_freq: int = N_FREQ_PATCHES
+    fbank: Tensor | None = None
 
     def grid(self, layer: int = -1) -> Tensor:
         """Tokens of one layer as (B, T', 8, D) (a view, no copy)."""
@@ -832,7 +835,8 @@ class BEATs(nn.Module):
                     logits = token_logits.mean(1)
         tokens = LayerTokens({i: h.float() for i, h in hidden.items()}, num_layers)
         return EncoderOutput(tokens=tokens, token_padding=token_padding, time_valid=time_valid,
-                             logits=logits, probs=None if logits is None else torch.sigmoid(logits))
+                             logits=logits, probs=None if logits is None else torch.sigmoid(logits),
+                             fbank=fbank)
 
     def extract(self, wav: Tensor, padding_mask: Tensor | None = None,
                 layers: Sequence[int] | int | str | None = (-1,), *, sample_rate: int = SAMPLE_RATE,

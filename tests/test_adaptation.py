@@ -378,6 +378,8 @@ def test_zero_mean_patches_and_reconstruction_term(tiny_data, tmp_path):
     assert h1["loss"].iloc[0] > h0["loss"].iloc[0]
     fb = A.fbank_patches(kept, torch.from_numpy(waves[0][0][None]))
     assert fb.shape[2:] == (8, 256) and abs(float(fb.mean())) < 1e-5  # level-free target
+    wav = torch.from_numpy(waves[0][0][None])
+    assert torch.equal(A.fbank_patches(kept, wav, kept.extract(wav).fbank), fb)
 
 
 def _spectrum_patches(spectra: torch.Tensor, n_time: int = 3) -> torch.Tensor:

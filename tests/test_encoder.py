@@ -90,6 +90,8 @@ def test_fbank_matches_reference_and_kaldi_per_clip(pretrained, reference):
         for clip in wav
     ])
     assert torch.equal(compute_fbank(wav), (per_clip - 15.41663) / (2 * 6.55582))
+    # extract hands back the fbank it computed, so that training need not compute it again
+    assert torch.equal(pretrained.extract(reference["waveform"]).fbank, fbank)
 
 
 def test_features_without_padding(pretrained, reference):
