@@ -168,6 +168,30 @@ def kind_auc(y_true, y_score, kinds) -> dict[str, float]:
     return out
 
 
+DOMAIN_PAIRS = ("Ns-As", "Ns-At", "Nt-As", "Nt-At")
+
+
+def domain_pair_auc(y_true, y_score, is_target) -> dict[str, float]:
+    """AUC of the normals of one domain against the anomalies of one domain.
+
+    Keys ``N<d>-A<e>`` (d, e = s(ource) | t(arget)): normals of domain d vs anomalies of
+    domain e. AUC_s pools Ns-As and Ns-At, AUC_t pools Nt-As and Nt-At, so these four say
+    whether a score loses on detection within a domain (Ns-As, Nt-At) or on the relative
+    scale of the two domains' scores (Ns-At against Nt-As).
+    """
+    y = labels_to_binary(y_true)
+    t = domains_to_binary(is_target)
+    if len(t) != len(y):
+        raise MetricError(f"got {len(t)} domains for {len(y)} labels")
+    s = _as_scores(y_score, len(y))
+    out = {}
+    for name, normal_dom, anomaly_dom in (("Ns-As", 0, 0), ("Ns-At", 0, 1),
+                                          ("Nt-As", 1, 0), ("Nt-At", 1, 1)):
+        sel = ((y == 0) & (t == normal_dom)) | ((y == 1) & (t == anomaly_dom))
+        out[name] = _auc(y[sel], s[sel], f"AUC {name}")
+    return out
+
+
 def hmean(values: Iterable[float]) -> float:
     """Harmonic mean of non-negative values (0 if any value is 0, as scipy does)."""
     v = np.asarray(values if hasattr(values, "__len__") else list(values),

@@ -12,7 +12,9 @@ what the tokens see: with each band's mean removed (16 mel bins per band, as a z
 patch filter sees its patch) and the 8 band means alone. ``band-level R2`` is how well a
 ridge regression on the training clips' mean tokens predicts the test clips' 8 band means
 (each clip's mean removed): the information can be in the vector while its cosine
-geometry gives it little weight.
+geometry gives it little weight. A second table splits AUC_s and AUC_t by domain
+(`asdlib.metrics.domain_pair_auc`): detection within a domain against the relative scale
+of the two domains' scores.
 
 Usage: ``PYTHONPATH=. python benchmarks/utterance_layers.py [CHECKPOINT|asset|random ...]
 [--root data/synth_demo_seed0] [--channel near]``
@@ -44,8 +46,13 @@ def layer_embeddings(model, table: pd.DataFrame, channel: str) -> dict[int, np.n
 
 
 def official(emb: np.ndarray, table: pd.DataFrame) -> pd.Series:
+    """Overall row of the official table (+ kinds) and the mean `metrics.domain_pair_auc`."""
     scores = scoring.knn_scores(emb, table, "utt")
-    return metrics.evaluate_table(scores[~scores["is_self"]], kind_column="kind").loc["Overall"] * 100
+    test = scores[~scores["is_self"]]
+    row = metrics.evaluate_table(test, kind_column="kind").loc["Overall"]
+    pairs = pd.DataFrame([metrics.domain_pair_auc(g["label"], g["score"], g["domain"])
+                          for _, g in test.groupby("machine")])
+    return pd.concat([row, pairs.mean()]) * 100
 
 
 def band_means(logmel: np.ndarray) -> np.ndarray:
@@ -95,6 +102,9 @@ def main() -> None:
     kinds = [c for c in frame.columns if c.startswith("AUC[")]
     print(frame[["AUC_s", "AUC_t", "pAUC", "hmean", *kinds, "band-level R2"]].round(2)
           .to_string())
+    print("\nAUC of the normals of one domain against the anomalies of one domain "
+          "(mean over machines; AUC_s pools Ns-As and Ns-At):")
+    print(frame[list(metrics.DOMAIN_PAIRS)].round(2).to_string())
 
 
 if __name__ == "__main__":

@@ -217,6 +217,23 @@ def test_kind_auc():
     assert out["loose"] == pytest.approx((2 + 0) / 8)   # 0.25 beats two normals, 0.05 none
 
 
+def test_domain_pair_auc_splits_auc_s_and_auc_t_by_domain():
+    # normals: source 0.1 0.2, target 0.5 0.6; anomalies: source 0.3 0.7, target 0.55 0.9
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    d = np.array(["source", "source", "target", "target", "source", "source", "target", "target"])
+    s = np.array([0.1, 0.2, 0.5, 0.6, 0.3, 0.7, 0.55, 0.9])
+    out = metrics.domain_pair_auc(y, s, d)
+    assert list(out) == list(metrics.DOMAIN_PAIRS)
+    assert out == {"Ns-As": 1.0, "Ns-At": 1.0, "Nt-As": 0.5, "Nt-At": 0.75}
+    # AUC_s pools the source normals with both anomaly domains: the mean of its two parts
+    # when both domains have as many anomalies
+    m = metrics.machine_metrics(y, s, d)
+    assert m["auc_s"] == pytest.approx((out["Ns-As"] + out["Ns-At"]) / 2)
+    assert m["auc_t"] == pytest.approx((out["Nt-As"] + out["Nt-At"]) / 2)
+    with pytest.raises(MetricError, match="Ns-As: needs normals and anomalies"):  # no source anomaly
+        metrics.domain_pair_auc(y[[0, 1, 2, 3, 6, 7]], s[[0, 1, 2, 3, 6, 7]], d[[0, 1, 2, 3, 6, 7]])
+
+
 # ----------------------------------------------------------------- Table 1
 
 def _tidy(seed=0, machines=("fan", "valveEmu")):
