@@ -24,28 +24,8 @@ import torch
 
 from asdlib import adaptation as A
 from asdlib import metrics
-from asdlib.audio import load_clip
 from asdlib.data import scan_dataset
-
-
-def utterance_embeddings(model, waves: list[np.ndarray], batch_size: int = 16) -> np.ndarray:
-    """(N, D) mean over the tokens of the final layer (clips of equal length, no padding)."""
-    model.eval()
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(waves), batch_size):
-            wav = torch.from_numpy(np.stack(waves[i: i + batch_size]))
-            out.append(model.extract(wav, layers=(-1,)).tokens[-1].mean(1).numpy())
-    return np.concatenate(out)
-
-
-def logmel_vectors(waves: list[np.ndarray]) -> np.ndarray:
-    """(N, 128) mean Kaldi log-mel vector of each clip (BEATs' front end, unnormalised)."""
-    import torchaudio.compliance.kaldi as kaldi
-
-    return np.stack([kaldi.fbank(torch.from_numpy(w)[None] * 2**15, num_mel_bins=128,
-                                 sample_frequency=16000, frame_length=25,
-                                 frame_shift=10).mean(0).numpy() for w in waves])
+from asdlib.scoring import logmel_embeddings, utterance_embeddings
 
 
 def knn_official(table, emb: np.ndarray, metric: str = "cosine") -> tuple[float, dict]:
@@ -93,14 +73,14 @@ def main(argv=None) -> dict:
         return load_beats(A.SMALL_ASSET if args.start == "asset" else args.start)
 
     table = scan_dataset(args.root)
-    t0 = time.perf_counter()
-    waves = [load_clip(p, cfg.channel if cfg.channel != "both" else "near")[0] for p in table["path"]]
-    print(f"loaded {len(waves)} clips in {time.perf_counter() - t0:.1f} s")
+    channel = cfg.channel if cfg.channel != "both" else "near"
     res = {"config": vars(cfg) | {"start": args.start, "encoder": args.config}}
-    res["logmel_euclid"], _ = knn_official(table, logmel_vectors(waves), "euclid")
-    res["logmel_cosine"], _ = knn_official(table, logmel_vectors(waves), "cosine")
+    logmel = logmel_embeddings(table, channel, progress=False)
+    res["logmel_euclid"], _ = knn_official(table, logmel, "euclid")
+    res["logmel_cosine"], _ = knn_official(table, logmel, "cosine")
     t0 = time.perf_counter()
-    res["start"], _ = knn_official(table, utterance_embeddings(start_model(), waves))
+    res["start"], _ = knn_official(
+        table, utterance_embeddings(start_model(), table, channel, progress=False))
     res["embed_seconds"] = time.perf_counter() - t0
     model = start_model()
     rows = A.training_rows(table)
@@ -108,7 +88,8 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     hist = A.adapt(model, table, cfg, args.out, progress=False, resume=False, waves=train_waves)
     res["adapt_seconds"] = time.perf_counter() - t0
-    res["adapted"], per = knn_official(table, utterance_embeddings(model, waves))
+    res["adapted"], per = knn_official(
+        table, utterance_embeddings(model, table, channel, progress=False))
     res["per_machine"] = per
     res["history"] = hist.to_dict("list")
     print(hist.to_string())
