@@ -104,6 +104,18 @@ def branch_table(scores: pd.DataFrame, kinds: bool = True) -> pd.DataFrame:
     return pd.DataFrame(out).T
 
 
+def domain_pair_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """`metrics.domain_pair_auc` of every branch, mean over machines: rows branch, columns
+    Ns-As, Ns-At, Nt-As, Nt-At (normals of one domain against anomalies of one domain)."""
+    out = {}
+    test = scores[~scores["is_self"]]
+    for branch, rows in test.groupby("branch", sort=False):
+        per = [metrics.domain_pair_auc(g["label"], g["score"], g["domain"])
+               for _, g in rows.groupby("machine", sort=False)]
+        out[branch] = pd.DataFrame(per).mean()
+    return pd.DataFrame(out).T[list(metrics.DOMAIN_PAIRS)]
+
+
 def save_scores(scores: pd.DataFrame, path: Path, params: dict | None = None) -> None:
     """Write a tidy score table (and the branches' parameters beside it)."""
     atomic.write_text(path, scores.to_csv(index=False))

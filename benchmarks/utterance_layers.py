@@ -48,11 +48,8 @@ def layer_embeddings(model, table: pd.DataFrame, channel: str) -> dict[int, np.n
 def official(emb: np.ndarray, table: pd.DataFrame) -> pd.Series:
     """Overall row of the official table (+ kinds) and the mean `metrics.domain_pair_auc`."""
     scores = scoring.knn_scores(emb, table, "utt")
-    test = scores[~scores["is_self"]]
-    row = metrics.evaluate_table(test, kind_column="kind").loc["Overall"]
-    pairs = pd.DataFrame([metrics.domain_pair_auc(g["label"], g["score"], g["domain"])
-                          for _, g in test.groupby("machine")])
-    return pd.concat([row, pairs.mean()]) * 100
+    row = metrics.evaluate_table(scores[~scores["is_self"]], kind_column="kind").loc["Overall"]
+    return pd.concat([row, scoring.domain_pair_table(scores).loc["utt"]]) * 100
 
 
 def band_means(logmel: np.ndarray) -> np.ndarray:

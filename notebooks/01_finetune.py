@@ -91,6 +91,18 @@ summary.to_csv(out / "adaptation_summary.csv")
 print(summary.round(2).to_string())
 
 # %% [markdown]
+# AUC_s pools the source normals with the anomalies of both domains, AUC_t the target
+# normals. Split by domain pair (normals of one domain against the anomalies of one
+# domain), the table shows whether a view loses on detection within a domain (Ns-As,
+# Nt-At) or on how the two domains' scores sit against each other (Ns-At against Nt-As).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pairs = scoring.domain_pair_table(judged) * 100
+pairs.to_csv(out / "domain_pairs.csv")
+print(pairs.round(2).to_string())
+
+# %% [markdown]
 # ## Normal training clips before and after adaptation (PCA of utterance embeddings)
 # Adaptation should pull clips of one machine and condition together and push machines
 # and domains apart.

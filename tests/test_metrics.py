@@ -234,6 +234,21 @@ def test_domain_pair_auc_splits_auc_s_and_auc_t_by_domain():
         metrics.domain_pair_auc(y[[0, 1, 2, 3, 6, 7]], s[[0, 1, 2, 3, 6, 7]], d[[0, 1, 2, 3, 6, 7]])
 
 
+def test_domain_pair_table_averages_the_machines_of_each_branch():
+    from asdlib import scoring
+
+    frame = _tidy(seed=3).assign(branch="a", is_self=False)
+    frame = pd.concat([frame, frame.assign(branch="b", score=-frame["score"]),
+                       frame.assign(is_self=True, score=np.nan)])
+    table = scoring.domain_pair_table(frame)
+    assert list(table.index) == ["a", "b"] and list(table.columns) == list(metrics.DOMAIN_PAIRS)
+    test = frame[(frame["branch"] == "a") & ~frame["is_self"]]
+    expect = np.mean([metrics.domain_pair_auc(g["label"], g["score"], g["domain"])["Nt-As"]
+                      for _, g in test.groupby("machine")])
+    assert table.loc["a", "Nt-As"] == pytest.approx(expect)
+    assert table.loc["b"].to_numpy() == pytest.approx(1 - table.loc["a"].to_numpy())
+
+
 # ----------------------------------------------------------------- Table 1
 
 def _tidy(seed=0, machines=("fan", "valveEmu")):
