@@ -265,7 +265,7 @@ def spectrum_geometry_loss(utt: torch.Tensor, patches: torch.Tensor,
     utterance space, which a nearest-neighbour score needs and the proxy classes alone do
     not teach (they pull all clips of a class together).
     """
-    spec = mean_spectrum(patches, _token_mask(time_valid, patches))
+    spec = mean_spectrum(patches, time_valid)
     u = F.normalize(utt, dim=-1)
     i, j = torch.triu_indices(len(u), len(u), offset=1, device=utt.device)
     d_utt = 1.0 - (u[i] * u[j]).sum(-1)
@@ -278,9 +278,12 @@ def spectrum_geometry_loss(utt: torch.Tensor, patches: torch.Tensor,
 
 
 def mean_tokens(grid: torch.Tensor, time_valid: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, T', 8, D), (B, T') -> (B, D) mean over the valid tokens (the utterance vector)."""
-    valid = _token_mask(time_valid, grid).to(grid.dtype)[:, :, None, None]
-    return (grid * valid).sum(dim=(1, 2)) / (valid.sum(dim=(1, 2)) * grid.shape[2])
+    """(B, T', 8, D), (B, T') -> (B, D) mean over the valid tokens (the utterance vector):
+    the feature store's `asdlib.features.masked_grid_mean`, with no time_valid meaning all
+    valid."""
+    from asdlib.features import masked_grid_mean
+
+    return masked_grid_mean(grid, _token_mask(time_valid, grid))[1]
 
 
 def load_heads(path: str | os.PathLike, device: str | torch.device = "cpu"

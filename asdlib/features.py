@@ -429,12 +429,13 @@ def encode_batches(model, paths, order, batch_size: int, *, channel: str = "near
 def masked_grid_mean(grid, valid):
     """``(grid zeroed past the valid time patches, (B, D) mean over the valid tokens)``.
 
-    grid: (B, T', F, D) token grid; valid: (B, T') bool. The mean is the one adaptation
-    trains on (`asdlib.adaptation.mean_tokens`): over the valid time patches of every band.
+    grid: (B, T', F, D) token grid; valid: (B, T') bool. The mean runs over the valid time
+    patches of every band (a clip without any counts as one patch: its mean is zero); it is
+    also the vector adaptation trains (`asdlib.adaptation.mean_tokens`).
     """
-    from asdlib.adaptation import mean_tokens
-
-    return grid * valid[:, :, None, None].to(grid.dtype), mean_tokens(grid, valid)
+    masked = grid * valid[:, :, None, None].to(grid.dtype)
+    n_time = valid.sum(1)
+    return masked, masked.sum((1, 2)) / (grid.shape[2] * n_time.clamp(min=1))[:, None]
 
 
 def _batch_arrays(grids: dict, valid, asp, band, cfg: ExtractConfig) -> dict:
