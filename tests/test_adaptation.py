@@ -348,6 +348,13 @@ def test_pretrain_script_writes_a_loadable_float16_checkpoint(tiny_data, tmp_pat
     model = encoder.load_beats(tmp_path / "p.pt")
     assert list(model.state_dict()) == list(_tiny().state_dict())
     assert model.patch_embedding.weight.float().mean(dim=(2, 3)).abs().max() < 1e-3
+    both = mod.pretrain_small([root], tmp_path / "b.pt", config="tiny", epochs=1,
+                              batch_size=8, crop_seconds=1.0, progress=False,
+                              channels=("near", "far"))
+    from asdlib.data import scan_dataset
+
+    n_train = len(A.training_rows(scan_dataset(root)))
+    assert hist[0]["examples"] == n_train and both[0]["examples"] == 2 * n_train
 
 
 def test_small_asset_is_a_plain_small_beats():
