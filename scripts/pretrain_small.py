@@ -89,7 +89,7 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
                    crop_seconds: float = 2.0, contrastive_weight: float = 0.0,
                    mae_weight: float = 1.0, summary_weight: float = 0.0, gain_db: float = 0.0,
                    zero_mean: bool = False, visible_weight: float = 0.0, seed: int = 0,
-                   num_threads: int | None = None, channels: tuple[str, ...] = ("near",),
+                   num_threads: int | None = None, channel: str = "near",
                    progress: bool = True) -> list[dict]:
     """Self-supervised pre-training of a fresh ``build_beats(config, seed)`` on the normal
     training clips under ``roots`` -> per-epoch history; writes the float16 checkpoint to
@@ -104,8 +104,8 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
     band levels again; + visible_weight * the same patch MSE on the unmasked tokens.
     gain_db: random gain per crop (targets are level-free either way: each crop's mean is
     subtracted). zero_mean: patch filters projected to zero mean at init and every step.
-    channels: the microphones whose clips form the corpus (each clip of each is one example;
-    adding "far" doubles the corpus and, measured, lowers the utterance kNN: README).
+    channel: "near" | "far" | "both", as `adaptation.load_training_waves` (both: each clip
+    gives two examples; doubling the corpus this way lowered the utterance kNN: README).
     AdamW, 5 % warm-up + cosine, random crops of ``crop_seconds``; crops and token masks are
     drawn from a generator seeded by (seed, epoch). Deterministic on CPU for fixed threads.
     """
@@ -114,8 +114,7 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
     waves: list[np.ndarray] = []
     for root in roots:
         rows = A.training_rows(scan_dataset(root))
-        for channel in channels:
-            waves += A.load_training_waves(rows, channel)[0]
+        waves += A.load_training_waves(rows, channel)[0]
     model = build_beats(config, seed=seed)
     if zero_mean:
         A.zero_mean_patch_filters(model)
@@ -208,8 +207,8 @@ def main(argv=None) -> None:
     ap.add_argument("--gain-db", type=float, default=6.0, help="random gain range (dB)")
     ap.add_argument("--no-zero-mean", dest="zero_mean", action="store_false",
                     help="let patch filters have a mean (they carry the patch level then)")
-    ap.add_argument("--channels", nargs="+", default=["near"], choices=["near", "far"],
-                    help="microphones whose clips form the pre-training corpus")
+    ap.add_argument("--channel", default="near", choices=A.CHANNELS,
+                    help="microphone(s) whose clips form the pre-training corpus")
     ap.add_argument("--visible", type=float, default=1.0,
                     help="weight of reconstructing the visible (unmasked) patches")
     args = ap.parse_args(argv)
@@ -221,18 +220,18 @@ def main(argv=None) -> None:
                           mae_weight=args.mae, contrastive_weight=args.contrastive,
                           summary_weight=args.summary, gain_db=args.gain_db,
                           zero_mean=args.zero_mean, visible_weight=args.visible,
-                          channels=tuple(args.channels))
+                          channel=args.channel)
     from asdlib.synth import GENERATOR_VERSION
 
     Path(args.out).with_suffix(".json").write_text(json.dumps(
         {"seeds": args.seeds, "preset": "demo",
-         "clips": f"normal train, {' + '.join(args.channels)} channel",
+         "clips": f"normal train, {args.channel} channel",
          "generator_version": GENERATOR_VERSION, "config": "small", "init_seed": 0,
          "threads": torch.get_num_threads(),
          "epochs": args.epochs, "lr": args.lr, "mask_ratio": args.mask_ratio,
          "mae_weight": args.mae, "contrastive_weight": args.contrastive,
          "summary_weight": args.summary, "gain_db": args.gain_db, "zero_mean": args.zero_mean,
-         "visible_weight": args.visible, "channels": args.channels,
+         "visible_weight": args.visible, "channel": args.channel,
          "history": hist}, indent=1))
 
 

@@ -350,7 +350,7 @@ def test_pretrain_script_writes_a_loadable_float16_checkpoint(tiny_data, tmp_pat
     assert model.patch_embedding.weight.float().mean(dim=(2, 3)).abs().max() < 1e-3
     both = mod.pretrain_small([root], tmp_path / "b.pt", config="tiny", epochs=1,
                               batch_size=8, crop_seconds=1.0, progress=False,
-                              channels=("near", "far"))
+                              channel="both")
     from asdlib.data import scan_dataset
 
     n_train = len(A.training_rows(scan_dataset(root)))
