@@ -67,6 +67,7 @@ from torch.nn.utils import parametrize
 
 from asdlib import atomic
 from asdlib.data import normalize_attributes
+from asdlib.features import masked_grid_mean
 
 SAMPLE_RATE = 16000
 PATCH_PIXELS = 16 * 16  # one BEATs patch: 16 frames x 16 mel bins
@@ -281,8 +282,6 @@ def mean_tokens(grid: torch.Tensor, time_valid: torch.Tensor | None = None) -> t
     """(B, T', 8, D), (B, T') -> (B, D) mean over the valid tokens (the utterance vector):
     the feature store's `asdlib.features.masked_grid_mean`, with no time_valid meaning all
     valid."""
-    from asdlib.features import masked_grid_mean
-
     return masked_grid_mean(grid, _token_mask(time_valid, grid))[1]
 
 

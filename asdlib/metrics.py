@@ -185,8 +185,8 @@ def domain_pair_auc(y_true, y_score, is_target) -> dict[str, float]:
         raise MetricError(f"got {len(t)} domains for {len(y)} labels")
     s = _as_scores(y_score, len(y))
     out = {}
-    for name, normal_dom, anomaly_dom in (("Ns-As", 0, 0), ("Ns-At", 0, 1),
-                                          ("Nt-As", 1, 0), ("Nt-At", 1, 1)):
+    for name in DOMAIN_PAIRS:  # "N<d>-A<e>": the domains are read from the name
+        normal_dom, anomaly_dom = int(name[1] == "t"), int(name[-1] == "t")
         sel = ((y == 0) & (t == normal_dom)) | ((y == 1) & (t == anomaly_dom))
         out[name] = _auc(y[sel], s[sel], f"AUC {name}")
     return out
