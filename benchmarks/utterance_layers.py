@@ -7,12 +7,12 @@ machine, leave-one-out self-scores) with the official DCASE metric, next to the
 encoder-free mean log-mel reference. Used to choose the pre-training objective of
 ``scripts/pretrain_small.py`` (its docstring quotes these numbers).
 
-Every row also gives the AUC per fault kind (synthetic data). Two log-mel variants show
+Every row also gives the AUC per fault kind (synthetic data). Three log-mel variants show
 what the tokens see: with each band's mean removed (16 mel bins per band, as a zero-mean
-patch filter sees its patch) and the 8 band means alone. A third pools the 8 bands into one
-16-bin profile, as the mean over all tokens pools the bands: BEATs has no absolute position
-embedding, so a pooled token keeps its band only as far as its content shows it. ``band-level R2`` is how well a
-ridge regression on the training clips' mean tokens predicts the test clips' 8 band means
+patch filter sees its patch), the 8 band means alone, and the 8 bands pooled into one
+16-bin profile, as the mean over all tokens pools them (BEATs has no absolute position
+embedding, so a pooled token keeps its band only as far as its content shows it).
+``band-level R2`` is how well a ridge regression on the training clips' mean tokens predicts the test clips' 8 band means
 (each clip's mean removed): the information can be in the vector while its cosine
 geometry gives it little weight. A second table splits AUC_s and AUC_t by domain
 (`asdlib.metrics.domain_pair_auc`): detection within a domain against the relative scale
