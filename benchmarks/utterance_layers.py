@@ -12,9 +12,9 @@ what the tokens see: with each band's mean removed (16 mel bins per band, as a z
 patch filter sees its patch), the 8 band means alone, and the 8 bands pooled into one
 16-bin profile, as the mean over all tokens pools them (BEATs has no absolute position
 embedding, so a pooled token keeps its band only as far as its content shows it).
-``band-level R2`` is how well a ridge regression on the training clips' mean tokens predicts the test clips' 8 band means
-(each clip's mean removed): the information can be in the vector while its cosine
-geometry gives it little weight. A second table splits AUC_s and AUC_t by domain
+``band-level R2`` is how well a ridge regression on the training clips' mean tokens
+predicts the test clips' 8 band means (each clip's mean removed): the information can be
+in the vector while its cosine geometry gives it little weight. A second table splits AUC_s and AUC_t by domain
 (`asdlib.metrics.domain_pair_auc`): detection within a domain against the relative scale
 of the two domains' scores.
 
