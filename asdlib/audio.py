@@ -24,6 +24,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+#: The rate every model of the project works at (BEATs' input rate); clips at another rate
+#: are resampled when read.
+SAMPLE_RATE = 16000
+#: What ``load_clip`` can return: channel 0 (near-field), channel 1 (far-field), or both.
 CHANNELS = ("near", "far", "both")
 WAV_FORMATS = ("WAV", "WAVEX", "RF64")
 LENGTH_POLICIES = ("pad", "crop", "pad_or_crop")
@@ -130,7 +134,7 @@ def _resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
 
 
 def load_clip(path: str | os.PathLike, channel: str = "near",
-              sample_rate: int | None = 16000) -> tuple[np.ndarray, int]:
+              sample_rate: int | None = SAMPLE_RATE) -> tuple[np.ndarray, int]:
     """Load one clip as float32 in [-1, 1] (for integer wavs).
 
     channel: "near" -> (N,) channel 0 (or the only channel of a mono file);
@@ -198,7 +202,7 @@ class LoadedClips:
         return len(self.waves)
 
 
-def load_many(paths, channel: str = "near", sample_rate: int | None = 16000,
+def load_many(paths, channel: str = "near", sample_rate: int | None = SAMPLE_RATE,
               on_error: str = "raise") -> LoadedClips:
     """Load several clips with ``load_clip``.
 
@@ -288,3 +292,12 @@ def collate(waves, policy: str = "pad", n_samples: int | None = None
     valid = np.minimum(lengths, n_samples)
     padding_mask = np.arange(n_samples)[None, :] >= valid[:, None]
     return batch, padding_mask
+
+
+def padded_tensors(waves):
+    """`collate` (zero-padded to the longest) as torch tensors: (batch (B, Nmax) float32,
+    padding_mask (B, Nmax) bool, True = padded), what ``BEATs.extract`` takes."""
+    import torch
+
+    batch, mask = collate(waves)
+    return torch.from_numpy(batch), torch.from_numpy(mask)

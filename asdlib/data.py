@@ -398,25 +398,32 @@ file_sha256 = atomic.file_sha256
 
 
 def build_manifest(table: pd.DataFrame, root: str | os.PathLike,
-                   probe_audio: bool = True) -> pd.DataFrame:
+                   probe_audio: bool = True, hashes=None) -> pd.DataFrame:
     """Manifest of the clips of a clip table: one row per file, sorted by path.
 
     Columns: path (relative to ``root``, posix), machine, section, split, domain, label,
     index, attributes, channels, sample_rate, samples (header facts from
     ``asdlib.audio.probe_clip``; missing when ``probe_audio`` is False), sha256 of the bytes.
-    A file that is not a complete wav raises AudioError when probed.
+    hashes: ``hashes(path) -> hex sha256`` (e.g. `asdlib.fingerprint.FileHashCache.sha256`,
+    which re-hashes only changed files); default: hash every file.
+    Every file that is not a complete wav is reported at once: one DatasetError lists them.
     """
     from asdlib import audio
 
+    hashes = hashes or file_sha256
     root = Path(root).absolute()
-    rows = []
+    rows, bad = [], []
     for clip in table.itertuples(index=False):
         path = Path(clip.path)
         try:
             relative = path.absolute().relative_to(root).as_posix()
         except ValueError as exc:
             raise DatasetError(f"{path}: not under the manifest root {root}") from exc
-        info = audio.probe_clip(path) if probe_audio else None
+        try:
+            info = audio.probe_clip(path) if probe_audio else None
+        except audio.AudioError as exc:
+            bad.append(str(exc))
+            continue
         rows.append({
             "path": relative, "machine": clip.machine, "section": clip.section,
             "split": clip.split, "domain": clip.domain, "label": clip.label,
@@ -424,10 +431,50 @@ def build_manifest(table: pd.DataFrame, root: str | os.PathLike,
             "channels": info.channels if info else None,
             "sample_rate": info.sample_rate if info else None,
             "samples": info.samples if info else None,
-            "sha256": file_sha256(path),
+            "sha256": hashes(path),
         })
+    if bad:
+        shown = "\n  ".join(bad[:50])
+        more = f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""
+        raise DatasetError(f"{len(bad)} of {len(table)} clip(s) under {root} are not usable "
+                           f"wav files:\n  {shown}{more}")
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     return _typed_manifest(manifest.sort_values("path", kind="mergesort").reset_index(drop=True))
+
+
+def manifest_key(manifest: pd.DataFrame, split: str | None = None) -> str:
+    """SHA-256 over the (path, sha256) pairs of a manifest, or of its rows of one ``split``:
+    the content key of the data a step or cache depends on."""
+    import hashlib
+
+    rows = manifest if split is None else manifest[manifest["split"] == split]
+    h = hashlib.sha256()
+    for path, digest in sorted(zip(rows["path"], rows["sha256"])):
+        h.update(f"{path}\0{digest}\n".encode())
+    return h.hexdigest()
+
+
+def manifest_notices(manifest: pd.DataFrame, sample_rate: int | None = None) -> list[str]:
+    """What a user should know before a run reads these clips: files at another sample rate
+    (they are resampled) and a mix of mono and stereo files (mono clips have no far-field
+    channel). One line each; empty when neither applies."""
+    from asdlib.audio import SAMPLE_RATE
+
+    sample_rate = sample_rate or SAMPLE_RATE
+    notices = []
+    rates = manifest["sample_rate"].dropna().astype(int)
+    other = manifest.loc[rates.index[rates != sample_rate], "path"]
+    if len(other):
+        found = ", ".join(f"{r} Hz" for r in sorted(set(rates) - {sample_rate}))
+        notices.append(f"{len(other)} clip(s) are at {found} and are resampled to "
+                       f"{sample_rate} Hz when read (first: {other.iloc[0]})")
+    channels = manifest["channels"].dropna().astype(int)
+    if channels.nunique() > 1:
+        counts = ", ".join(f"{(channels == c).sum()} with {c} channel(s)" for c in sorted(set(channels)))
+        mono = manifest.loc[channels.index[channels == 1], "path"]
+        notices.append(f"mixed channel counts ({counts}): the near channel is channel 0 of every "
+                       f"clip; mono clips have no far-field channel (first: {mono.iloc[0]})")
+    return notices
 
 
 def _typed_manifest(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -473,14 +520,17 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def verify_manifest(root: str | os.PathLike, manifest_path: str | os.PathLike,
-                    raise_on_mismatch: bool = True, check_hash: bool = True) -> list[str]:
+                    raise_on_mismatch: bool = True, check_hash: bool = True,
+                    hashes=None) -> list[str]:
     """Compare the wav files under ``root`` with a manifest.
 
     Looks at the machine folders the manifest names (``<dataset>_data/raw/<machine>``) and
     reports files that are missing, extra (a wav there that the manifest lacks), or whose
     SHA-256 differs. Returns the list of problems (empty = all good); with
     ``raise_on_mismatch`` (default) a non-empty list raises ManifestMismatch instead.
+    hashes: as in `build_manifest`.
     """
+    hashes = hashes or file_sha256
     root = Path(root).absolute()
     manifest = read_manifest(manifest_path)
     expected = dict(zip(manifest["path"], manifest["sha256"]))
@@ -494,7 +544,7 @@ def verify_manifest(root: str | os.PathLike, manifest_path: str | os.PathLike,
     problems += [f"extra: {p}" for p in sorted(on_disk - set(expected))]
     if check_hash:
         for relative in sorted(set(expected) & on_disk):
-            actual = file_sha256(root / relative)
+            actual = hashes(root / relative)
             if actual != expected[relative]:
                 problems.append(f"hash differs: {relative} (manifest {expected[relative][:12]}..., "
                                 f"file {actual[:12]}...)")

@@ -18,6 +18,8 @@ import pandas as pd
 from asdlib import atomic
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: Microphones a run can score with (channel 0 near-field, channel 1 far-field).
+CHANNELS = ("near", "far")
 
 #: Notebook steps in pipeline order (file stem in ``notebooks/``).
 STEPS: tuple[str, ...] = (
@@ -41,6 +43,10 @@ class RunConfig:
     machines: subset of machine types; None = every machine found.
     fusion_config: a frozen fusion file to apply unchanged (evaluation runs); None selects
         weights on the development labels.
+    recipe: adaptation recipe, "auto" (the encoder decides: "cpu" for the project's small
+        encoder, "gpu" for an official checkpoint), "cpu" (`AdaptConfig.demo`: 2 s crops,
+        full fine-tuning at a low rate, minutes on 2 cores) or "gpu" (`AdaptConfig.dcase`:
+        LoRA, whole clips, both channels, SpecAugment, mixup; bfloat16 autocast on CUDA).
     """
 
     run: str = "demo"
@@ -53,6 +59,7 @@ class RunConfig:
     channel: str = "near"
     machines: list[str] | None = None
     fusion_config: str | None = None
+    recipe: str = "auto"
     num_threads: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -63,12 +70,10 @@ class RunConfig:
         return PROJECT_ROOT / "data" / f"synth_{self.preset}_seed{self.seed}"
 
     def resolved_device(self) -> str:
-        """"auto" becomes "cuda" when a GPU is visible, else "cpu"."""
-        if self.device != "auto":
-            return self.device
-        import torch
+        """"auto" becomes "cuda" when a GPU is visible, else "cpu" (`asdlib.devices`)."""
+        from asdlib.devices import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(resolve_device(self.device))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -123,6 +128,19 @@ class Run:
         key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
         return self.work / name / key.hexdigest()[:16]
 
+    def prune(self, name: str, keep: str | Path) -> list[Path]:
+        """Delete the folders under ``work/<name>/`` other than ``keep`` (older settings'
+        checkpoints or feature stores, which can be large); returns what was removed."""
+        import shutil
+
+        keep = Path(keep).resolve()
+        removed = []
+        for folder in sorted((self.work / name).glob("*")):
+            if folder.is_dir() and folder.resolve() != keep:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
+
     def set_current(self, name: str, path: str | Path) -> None:
         """Record which folder under ``work/`` is the current ``name`` (read by later steps)."""
         rel = Path(path).resolve().relative_to(self.work)
@@ -157,6 +175,27 @@ class Run:
         table["path"] = [str(root / p) for p in table["path"]]
         return table
 
+    def hash_cache(self):
+        """The run's `asdlib.fingerprint.FileHashCache` (``work/file_hashes.json``)."""
+        from asdlib.fingerprint import FileHashCache
+
+        return FileHashCache(self.work / "file_hashes.json")
+
+    def manifest(self):
+        """The data manifest written by step 00 (path, ..., sha256 of every clip)."""
+        from asdlib import data
+
+        path = self.dir / "00_data" / "data_manifest.csv"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} missing: run step 00_data first")
+        return data.read_manifest(path)
+
+    def data_key(self, split: str | None = None) -> str:
+        """Content key of the run's clips (or of one split's): `asdlib.data.manifest_key`."""
+        from asdlib import data
+
+        return data.manifest_key(self.manifest(), split)
+
     def feature_store(self):
         """The feature store written by step 02 for this run."""
         from asdlib import features
@@ -169,23 +208,37 @@ EMBEDDED_MANIFEST = PROJECT_ROOT / "data_manifest.csv"
 EMBEDDED_DEFAULT = ("demo", 0)
 
 
-def dataset_root(config: RunConfig, progress: bool = True) -> Path:
+def dataset_root(config: RunConfig, progress: bool = True, hashes=None) -> Path:
     """The run's dataset root; the embedded synthetic set is generated when missing.
 
     The embedded default (demo preset, seed 0) is checked against the committed
-    ``data_manifest.csv``, so a generator change that alters the data cannot pass unseen.
+    ``data_manifest.csv``, so a generator change that alters the data cannot pass unseen
+    (``hashes``: a `asdlib.fingerprint.FileHashCache` ``sha256`` makes a repeated check cheap).
     """
     root = config.resolved_data_root()
     if config.data_root:
         return root
     from asdlib import synth
 
-    built = Path(synth.ensure_dataset(root, config.preset, config.seed, progress=progress))
-    if (config.preset, config.seed) == EMBEDDED_DEFAULT and EMBEDDED_MANIFEST.exists():
-        from asdlib import data
+    embedded = (config.preset, config.seed) == EMBEDDED_DEFAULT and EMBEDDED_MANIFEST.exists()
+    return Path(synth.ensure_dataset(root, config.preset, config.seed, progress=progress,
+                                     manifest=EMBEDDED_MANIFEST if embedded else None,
+                                     hashes=hashes))
 
-        data.verify_manifest(built, EMBEDDED_MANIFEST)  # raises ManifestMismatch, naming files
-    return built
+
+def scan(config: RunConfig, root: Path, hashes=None):
+    """``(clip table, manifest, notices)`` of the run's data: the clip table of `clip_table`
+    with a ``sha256`` column (each clip's content hash, what caches are keyed by), its
+    manifest (`asdlib.data.build_manifest`; every unusable file reported at once) and the
+    notices a user should see before the run (`asdlib.data.manifest_notices`)."""
+    from asdlib import data
+
+    table = clip_table(config, root)
+    manifest = data.build_manifest(table, root, hashes=hashes)
+    by_path = dict(zip(manifest["path"], manifest["sha256"]))
+    table["sha256"] = [by_path[Path(p).absolute().relative_to(Path(root).absolute()).as_posix()]
+                       for p in table["path"]]
+    return table, manifest, data.manifest_notices(manifest)
 
 
 def clip_table(config: RunConfig, root: Path | None = None):
@@ -212,29 +265,67 @@ def clip_table(config: RunConfig, root: Path | None = None):
 def starting_encoder(config: RunConfig):
     """The encoder adaptation starts from: the official checkpoint when given, else the
     named small configuration (the project's shipped starting weights where they exist)."""
-    from asdlib import adaptation, encoder
+    from asdlib import encoder
+    from asdlib.adaptation.small_encoder import starting_encoder as small_start
 
     if config.encoder:
         return encoder.load_beats(config.encoder, device="cpu")
-    return adaptation.starting_encoder(config.encoder_config, seed=config.seed)
+    return small_start(config.encoder_config, seed=config.seed)
+
+
+def adaptation_key(run: Run, model, adapt_cfg) -> dict:
+    """What the adapted encoder depends on (its folder ``work/adapted/<hash>``): the
+    settings, the starting weights, the training clips' content and the code that trains."""
+    from asdlib.features import module_hash
+    from asdlib.fingerprint import module_code_hash
+
+    return {"adapt": adapt_cfg.fingerprint(), "start": module_hash(model),
+            "data": run.data_key("train"),
+            "code": module_code_hash("asdlib.adaptation.training")}
+
+
+RECIPES = ("auto", "cpu", "gpu")
+
+
+def recipe(config: RunConfig) -> str:
+    """The adaptation recipe a run uses: ``config.recipe`` unless "auto", then "gpu" for an
+    official checkpoint (``--encoder``) and "cpu" for the project's small encoder, whatever
+    the data (the GPU recipe on the small encoder would take hours on a CPU)."""
+    if config.recipe != "auto":
+        return config.recipe
+    return "gpu" if config.encoder else "cpu"
 
 
 def adapt_config(config: RunConfig):
-    """Adaptation settings sized for the run: real data uses the GPU recipe."""
-    from asdlib.adaptation import AdaptConfig
+    """Adaptation settings of the run's recipe (the tiny preset trains 2 epochs)."""
+    from asdlib.adaptation.training import AdaptConfig
 
     common = {"seed": config.seed, "device": config.device, "channel": config.channel,
               "num_threads": config.num_threads or None}
-    if config.data_root or config.preset == "dcase":
+    if recipe(config) == "gpu":
         return AdaptConfig.dcase(**common)
-    if config.preset == "tiny":
+    if config.preset == "tiny" and not config.data_root:
         return AdaptConfig.demo(epochs=2, **common)
     return AdaptConfig.demo(**common)
 
 
-def extract_config(config: RunConfig):
-    """Extraction settings of the run (final layer, the run's channel)."""
+def describe_recipe(config: RunConfig) -> str:
+    """One line for the console: the recipe, why it was chosen, and its main settings."""
+    chosen = recipe(config)
+    why = ("--recipe" if config.recipe != "auto" else
+           "an official checkpoint was given" if config.encoder else
+           "the project's small encoder")
+    cfg = adapt_config(config)
+    amp = "bfloat16 autocast on CUDA" if cfg.amp else "float32"
+    crop = "whole clips" if cfg.crop_seconds is None else f"{cfg.crop_seconds:g} s crops"
+    return (f"recipe {chosen} ({why}): {cfg.mode} adaptation, {cfg.epochs} epochs, batch "
+            f"{cfg.batch_size}, lr {cfg.lr:g}, {crop}, channel {cfg.channel}, {amp}")
+
+
+def extract_config(config: RunConfig, head_layer: int = -1):
+    """Extraction settings of the run (final layer, the run's channel); ``head_layer``: the
+    layer the heads were trained on (`asdlib.adaptation.heads.heads_layer`)."""
     from asdlib.features import ExtractConfig
 
     return ExtractConfig(layers=(-1,), channel=config.channel, device=config.device,
-                         num_threads=config.num_threads)
+                         num_threads=config.num_threads, head_layer=head_layer)

@@ -19,7 +19,9 @@ features)::
         DONE              written last; holds the dataset fingerprint
 
 ``key`` hashes the encoder weights and config, the heads' weights, the value-affecting
-`ExtractConfig` fields, the audio loader and `FORMAT_VERSION`. A part is built in a hidden
+`ExtractConfig` fields, the audio loader, `FORMAT_VERSION` and the source of the code the
+extraction can run (`asdlib.fingerprint.module_code_hash` of this module: the encoder, the
+heads, the audio loader), so an edit to that code never reuses old features. A part is built in a hidden
 temporary folder and renamed into place after its ``DONE`` marker is written, so an
 interrupted extraction leaves no readable half-part and a re-run skips finished parts.
 A part whose clips changed (names, file sizes, mtimes) is recomputed.
@@ -42,12 +44,11 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from asdlib import atomic
+from asdlib.audio import CHANNELS, SAMPLE_RATE, padded_tensors
+from asdlib.devices import resolve_device
 
 #: Bump when a code change alters stored values or the layout: old stores get a new key.
 FORMAT_VERSION = 1
-#: BEATs works on 16 kHz audio.
-SAMPLE_RATE = 16000
-CHANNELS = ("near", "far", "both")
 STORAGE_DTYPES = ("float16", "float32")
 PRECISIONS = ("float32", "bfloat16", "float16")
 _DONE = "DONE"
@@ -118,6 +119,9 @@ class ExtractConfig:
     head_layer: layer whose grid feeds the ASP and band-attentive heads (not stored unless
         also in ``layers``).
     batch_size: clips per encoder call; clips of similar length are batched together.
+    max_batch_seconds: padded audio per encoder call (clips x longest) at most; a batch
+        that would hold more is cut (`length_batches`), so one long clip cannot exhaust
+        memory by padding a whole batch to its length.
     device: "auto" (CUDA when present), "cpu", "cuda[:i]".
     dtype: storage dtype of the arrays ("float16" halves the store; "float32").
     precision: encoder compute dtype ("float32"; "bfloat16"/"float16" under autocast, passed
@@ -132,6 +136,7 @@ class ExtractConfig:
     channel: str = "near"
     head_layer: int = -1
     batch_size: int = 8
+    max_batch_seconds: float = 120.0
     device: str = "auto"
     dtype: str = "float16"
     precision: str = "float32"
@@ -161,14 +166,6 @@ class ExtractConfig:
     def channels(self) -> tuple[str, ...]:
         """The channels stored as parts: ("near", "far") for "both"."""
         return ("near", "far") if self.channel == "both" else (self.channel,)
-
-    def resolved_device(self) -> str:
-        """"auto" becomes "cuda" when a GPU is visible, else "cpu"."""
-        if self.device != "auto":
-            return self.device
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def value_params(self) -> dict:
         """The fields that change stored values (they enter the store key)."""
@@ -263,12 +260,12 @@ def _resolve_model(model) -> tuple[Any, dict]:
 
 def _resolve_heads(heads) -> tuple[Any, Any, dict]:
     """(asp, band, provenance) from None, an (asp, band) pair (either may be None) or a path
-    read with ``asdlib.adaptation.load_heads``."""
+    read with `asdlib.adaptation.heads.load_heads`."""
     info: dict = {}
     if heads is None:
         asp = band = None
     elif isinstance(heads, (str, os.PathLike)):
-        from asdlib.adaptation import load_heads
+        from asdlib.adaptation.heads import load_heads
 
         info = {"checkpoint": str(Path(heads).resolve()), "checkpoint_sha256": atomic.file_sha256(heads)}
         asp, band = load_heads(heads)
@@ -290,8 +287,11 @@ def _loader_name(loader: Callable | None) -> str:
 def _key_params(model_info: dict, heads_info: dict, cfg: ExtractConfig,
                 loader: Callable | None) -> dict:
     """Everything that determines stored values, with the short key derived from it."""
+    from asdlib.fingerprint import module_code_hash
+
     value = {
         "format_version": FORMAT_VERSION,
+        "code": module_code_hash(__name__),
         "encoder": {"class": model_info["class"], "hash": model_info["hash"]},
         "heads": {"asp": heads_info["asp"], "band": heads_info["band"]},
         "extract": cfg.value_params(),
@@ -311,11 +311,16 @@ def store_key(model, heads=None, cfg: ExtractConfig | None = None,
 
 
 def dataset_fingerprint(rows) -> str:
-    """Hash of a part's clips: names, file sizes and mtimes, in row order.
+    """Hash of a part's clips, in row order: names and content hashes (the clip table's
+    ``sha256`` column, written by step 00), else names, file sizes and mtimes.
 
     Any added, removed, renamed, reordered or rewritten clip changes it.
     """
     h = hashlib.sha256()
+    if "sha256" in rows:
+        for name, digest in zip(rows["name"], rows["sha256"]):
+            h.update(f"{name}|{digest}\n".encode())
+        return h.hexdigest()
     for name, path in zip(rows["name"], rows["path"]):
         st = os.stat(path)
         h.update(f"{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
@@ -361,14 +366,26 @@ def _safe_name(value: str, what: str) -> str:
 
 # --------------------------------------------------------------------------- extraction
 
-def _pad(waves: list[np.ndarray]):
-    """(batch (B, Nmax) float32, padding_mask (B, Nmax) bool True = padded) as tensors."""
-    import torch
-
-    from asdlib.audio import collate
-
-    batch, mask = collate(waves)
-    return torch.from_numpy(batch), torch.from_numpy(mask)
+def length_batches(order, seconds, batch_size: int, max_seconds: float | None = None
+                   ) -> list[np.ndarray]:
+    """Cut ``order`` (positions, in encoding order) into batches of at most ``batch_size``
+    clips whose padded audio (clips x longest, from ``seconds`` (N,) per position) stays
+    within ``max_seconds``; a clip longer than that is a batch of its own. The memory of an
+    encoder call follows the padded audio, not the clip count."""
+    order = np.asarray(order)
+    seconds = np.asarray(seconds, dtype=np.float64)
+    batches, current, longest = [], [], 0.0
+    for pos in order:
+        length = max(longest, seconds[pos])
+        if current and (len(current) == batch_size
+                        or (max_seconds is not None and (len(current) + 1) * length > max_seconds)):
+            batches.append(np.asarray(current))
+            current, length = [], seconds[pos]
+        current.append(pos)
+        longest = length
+    if current:
+        batches.append(np.asarray(current))
+    return batches
 
 
 def _durations(paths) -> np.ndarray:
@@ -378,14 +395,14 @@ def _durations(paths) -> np.ndarray:
     return np.array([sf.info(str(p)).duration for p in paths], dtype=np.float64)
 
 
-def encode_batches(model, paths, order, batch_size: int, *, channel: str = "near",
+def encode_batches(model, paths, batches, *, channel: str = "near",
                    loader: Callable | None = None, layers: tuple[int, ...] = (-1,),
                    precision: str = "float32", device="cpu"):
     """Encode clips batch by batch with a frozen encoder (no gradients).
 
     The loop shared by the feature store and `asdlib.scoring.utterance_embeddings`.
-    paths: the clip files; order: positions in ``paths`` in encoding order, each run of
-    ``batch_size`` of them one batch. Clips are read with ``loader(path, channel=,
+    paths: the clip files; batches: positions in ``paths``, one array per encoder call, in
+    encoding order (`length_batches` bounds their padded audio). Clips are read with ``loader(path, channel=,
     sample_rate=16000)`` (default ``asdlib.audio.load_clip``) and zero-padded to the longest
     of their batch; the padding mask goes to ``model.extract`` only when a clip is padded.
     precision: encoder compute dtype ("float32"; "bfloat16"/"float16" are passed as
@@ -407,12 +424,11 @@ def encode_batches(model, paths, order, batch_size: int, *, channel: str = "near
             kwargs["dtype"] = compute  # asdlib BEATs: its own autocast (fbank stays float32)
         else:
             autocast = torch.autocast(device_type=device.type, dtype=compute)
-    order = np.asarray(order)
-    for start in range(0, len(order), batch_size):
-        rows = np.sort(order[start:start + batch_size])
+    for batch in batches:
+        rows = np.sort(np.asarray(batch))
         waves = [np.asarray(loader(paths[i], channel=channel, sample_rate=SAMPLE_RATE)[0])
                  for i in rows]
-        wav, mask = _pad(waves)
+        wav, mask = padded_tensors(waves)
         wav = wav.to(device)
         mask = mask.to(device) if bool(mask.any()) else None
         with torch.no_grad():
@@ -431,7 +447,7 @@ def masked_grid_mean(grid, valid):
 
     grid: (B, T', F, D) token grid; valid: (B, T') bool. The mean runs over the valid time
     patches of every band (a clip without any counts as one patch: its mean is zero); it is
-    also the vector adaptation trains (`asdlib.adaptation.mean_tokens`).
+    also the vector adaptation trains (`asdlib.adaptation.losses.mean_tokens`).
     """
     masked = grid * valid[:, :, None, None].to(grid.dtype)
     n_time = valid.sum(1)
@@ -477,7 +493,8 @@ def _build_part(part: Path, rows, channel: str, model, asp, band, cfg: ExtractCo
     tmp.mkdir(parents=True)
     n = len(rows)
     paths = list(rows["path"])
-    order = np.argsort(-_durations(paths), kind="stable")  # longest first: T'max known early
+    seconds = _durations(paths)
+    order = np.argsort(-seconds, kind="stable")  # longest first: T'max known early
     has_heads = asp is not None or band is not None
     needed = tuple(dict.fromkeys(cfg.layers + ((cfg.head_layer,) if has_heads else ())))
     store = np.dtype(cfg.dtype)
@@ -485,7 +502,9 @@ def _build_part(part: Path, rows, channel: str, model, asp, band, cfg: ExtractCo
     utt: dict = {}
     small: dict = {"n_time": np.zeros(n, np.int32)}
     t0 = time.perf_counter()
-    batches = encode_batches(model, paths, order, cfg.batch_size, channel=channel,
+    batches = encode_batches(model, paths, length_batches(order, seconds, cfg.batch_size,
+                                                          cfg.max_batch_seconds),
+                             channel=channel,
                              loader=loader, layers=needed, precision=cfg.precision,
                              device=device)
     for rows_b, grids, valid in batches:
@@ -605,7 +624,7 @@ def extract_features(table, model, heads, cfg: ExtractConfig | None,
     if plan:
         from tqdm.auto import tqdm
 
-        device = torch.device(cfg.resolved_device())
+        device = resolve_device(cfg.device)
         modules = [m for m in (model, asp, band) if m is not None]
         was_training = [m.training for m in modules]
         threads = torch.get_num_threads()

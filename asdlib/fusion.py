@@ -158,22 +158,26 @@ def select_weights(calibrated: pd.DataFrame, branches: list[str],
 
 
 def leave_one_machine_out(calibrated: pd.DataFrame, branches: list[str],
-                          grid: tuple[float, ...] = WEIGHT_GRID) -> tuple[pd.DataFrame, dict]:
+                          grid: tuple[float, ...] = WEIGHT_GRID
+                          ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Honest estimate: each machine scored with weights selected on the other machines.
 
-    Returns the fused test table of all machines and the weights used per machine.
+    Returns ``(test, bank, weights)``: the fused test table of all machines, their fused
+    bank self-scores (each machine fused with its own left-out weights, so its decision
+    threshold comes from the same weights as its scores) and the weights used per machine.
     """
     machines = list(dict.fromkeys(calibrated["machine"]))
     if len(machines) < 2:
         raise ValueError("leave-one-machine-out needs at least two machines")
     design = _Design(calibrated, branches)
-    parts, used = [], {}
+    tests, banks, used = [], [], {}
     for m in machines:
         w = select_weights(calibrated, branches, grid, design=design, skip=m)
-        test, _ = fuse(calibrated[calibrated["machine"] == m], w)
-        parts.append(test)
+        test, bank = fuse(calibrated[calibrated["machine"] == m], w)
+        tests.append(test)
+        banks.append(bank)
         used[m] = w
-    return pd.concat(parts, ignore_index=True), used
+    return pd.concat(tests, ignore_index=True), pd.concat(banks, ignore_index=True), used
 
 
 def decisions(test: pd.DataFrame, bank: pd.DataFrame, percentile: float = 90.0) -> pd.Series:
@@ -236,8 +240,8 @@ def run_systems(calibrated: pd.DataFrame, systems: dict[str, list[str]] | None =
         test["decision"] = decisions(test, bank, percentile).to_numpy()
         parts.append(test.assign(system=name, selection="dev"))
         if lomo and frozen is None and labelled and len(set(calibrated["machine"])) > 1:
-            honest, _ = leave_one_machine_out(calibrated, branches, grid)
-            honest["decision"] = decisions(honest, bank, percentile).to_numpy()
+            honest, honest_bank, _ = leave_one_machine_out(calibrated, branches, grid)
+            honest["decision"] = decisions(honest, honest_bank, percentile).to_numpy()
             parts.append(honest.assign(system=name, selection="lomo"))
     config = frozen or FusionConfig(weights=weights, decision_percentile=percentile,
                                     selected_on="development labels (official hmean)")

@@ -36,8 +36,9 @@ OVERALL = "Overall"
 #: Ground-truth sub-folders of the official evaluator.
 GT_FOLDERS = ("ground_truth_data", "ground_truth_domain", "ground_truth_attributes")
 
-_SCORE_FILE = "anomaly_score_{machine}_section_00_test.csv"
-_DECISION_FILE = "decision_result_{machine}_section_00_test.csv"
+_SCORE_FILE = "anomaly_score_{machine}_section_{section}_test.csv"
+_DECISION_FILE = "decision_result_{machine}_section_{section}_test.csv"
+_SECTION = re.compile(r"^section_(\d{2})_")
 _GT_FILE = "ground_truth_{machine}_section_00_test.csv"
 _MAX_NAMES_SHOWN = 10
 
@@ -349,29 +350,42 @@ def table_markdown(table: pd.DataFrame, percent: bool = True, digits: int = 2,
 # --------------------------------------------------------------------------- files
 
 
-def submission_paths(out_dir, machine: str) -> tuple[Path, Path]:
-    """Paths of the anomaly-score and decision files of one machine."""
+def submission_paths(out_dir, machine: str, section: str = "00") -> tuple[Path, Path]:
+    """Paths of the anomaly-score and decision files of one machine and section."""
     out_dir = Path(out_dir)
-    return (out_dir / _SCORE_FILE.format(machine=machine),
-            out_dir / _DECISION_FILE.format(machine=machine))
+    return (out_dir / _SCORE_FILE.format(machine=machine, section=section),
+            out_dir / _DECISION_FILE.format(machine=machine, section=section))
+
+
+def section_of(name: str) -> str:
+    """The two-digit section of a clip name (``section_01_...`` -> "01")."""
+    match = _SECTION.match(str(name))
+    if match is None:
+        raise SubmissionError(f"{name!r}: a clip name starts with section_<nn>_")
+    return match.group(1)
 
 
 def write_submission(out_dir, machine: str, names: Sequence[str], scores,
-                     decisions=None) -> dict[str, Path]:
-    """Write the official submission files of one machine; returns their paths.
+                     decisions=None, section: str = "00") -> dict[str, Path]:
+    """Write the official submission files of one machine and section; returns their paths.
 
-    ``anomaly_score_<machine>_section_00_test.csv`` (rows ``<wav name>,<score>``, scores
-    written with full float precision so they read back exactly) and, when ``decisions``
-    is given, ``decision_result_<machine>_section_00_test.csv`` (rows ``<wav name>,0|1``).
-    No header; each file is written atomically.
+    ``anomaly_score_<machine>_section_<section>_test.csv`` (rows ``<wav name>,<score>``,
+    scores written with full float precision so they read back exactly) and, when
+    ``decisions`` is given, ``decision_result_<machine>_section_<section>_test.csv`` (rows
+    ``<wav name>,0|1``). No header; each file is written atomically. Every name must belong
+    to ``section``.
     """
     names = [str(n) for n in names]
     _check_unique(names, f"submission of {machine!r}")
     bad = [n for n in names if not n or "," in n or "\n" in n]
     if bad:
         raise SubmissionError(f"invalid wav names for a CSV row: {_show(bad)}")
+    other = [n for n in names if _SECTION.match(n) and section_of(n) != section]
+    if other:
+        raise SubmissionError(f"clips of another section than {section} in the section "
+                              f"{section} file of {machine!r}: {_show(other)}")
     s = _as_scores(scores, len(names))
-    score_path, decision_path = submission_paths(out_dir, machine)
+    score_path, decision_path = submission_paths(out_dir, machine, section)
     atomic.write_text(score_path, "".join(f"{n},{float(v)!r}\n" for n, v in zip(names, s)))
     out = {"anomaly_score": score_path}
     if decisions is not None:
@@ -403,9 +417,23 @@ def _numeric(series: pd.Series, path: Path) -> np.ndarray:
     return values.to_numpy(dtype=np.float64)
 
 
-def read_submission(directory, machine: str) -> pd.DataFrame:
+def write_submissions(out_dir, fused: pd.DataFrame) -> list[Path]:
+    """Write every machine's and section's files of one system: ``fused`` has columns
+    machine, name, score, decision (one row per test clip); sections come from the names,
+    each into its own pair of files. Returns the paths written."""
+    written = []
+    sections = fused["name"].map(section_of)
+    for (machine, section), rows in fused.groupby([fused["machine"], sections], sort=True):
+        paths = write_submission(out_dir, machine, rows["name"].tolist(), rows["score"].to_numpy(),
+                                 rows["decision"].to_numpy() if "decision" in rows else None,
+                                 section=section)
+        written += list(paths.values())
+    return written
+
+
+def read_submission(directory, machine: str, section: str = "00") -> pd.DataFrame:
     """Read one machine's submission: columns ``name, score`` (+ ``decision`` if present)."""
-    score_path, decision_path = submission_paths(directory, machine)
+    score_path, decision_path = submission_paths(directory, machine, section)
     raw = _read_two_columns(score_path, f"anomaly score file of {machine!r}")
     _check_unique(raw[0].tolist(), str(score_path))
     out = pd.DataFrame({"name": raw[0], "score": _numeric(raw[1], score_path)})

@@ -1,124 +1,67 @@
 """Run the numbered notebooks in order through papermill, as one parameterised pipeline.
 
 ``python -m asdlib.pipeline --run demo`` writes ``results/demo/``: the resolved config,
-each executed notebook, and what each step saves. A step whose notebook, parameters,
-library code and upstream steps are unchanged since this checkout ran it is skipped (the
-record is ``work/pipeline_state.json``, never committed, so a fresh clone runs every step
-and rebuilds the data and checkpoints behind the committed outputs); a failing step stops
-the run naming the notebook and the cell, and everything finished before it is kept.
+each executed notebook, and what each step saves. Before the first step every option is
+checked (all problems reported at once, nothing written), the run's folder is locked
+(a second run of the same name refuses, naming the holder), temporary files left by a
+killed run are removed, and the data is scanned: every unusable clip is reported at once,
+notices (resampled or mono clips) are printed, and each clip's SHA-256 enters the run's
+data key. Only then is ``config.json`` replaced.
 
-A step's key (`step_fingerprint`) hashes its notebook source, its parameters, the key of
-the step before it (the first step: the run config), and the sources of the asdlib
-modules the notebook uses: its ``import asdlib.x`` / ``from asdlib import x`` statements,
-followed with `ast` through those modules' own asdlib imports (`import_closure`). Imports
-anywhere in a file count, also the lazy ones inside functions, so a module reached only
-through a function still belongs to the step. An edit to a module outside a step's
-closure does not re-run that step (a step re-run still re-runs every later step, through
-the upstream key). Dynamic imports (``importlib``) and non-Python files are not seen; a
-file that cannot be parsed counts as importing the whole library.
+A step whose notebook, parameters, library code, data and upstream steps are unchanged
+since this checkout ran it is skipped (the record is ``work/pipeline_state.json``, never
+committed, so a fresh clone runs every step and rebuilds the data and checkpoints behind
+the committed outputs). A step's key (`step_fingerprint`) hashes its notebook source, its
+parameters, the key of the step before it (the first step: the run config and the data
+key), and the sources of the asdlib modules the notebook reaches
+(`asdlib.fingerprint.import_closure`). A failing step stops the run naming the notebook
+and the cell (a kernel that dies is reported with its likely cause), everything finished
+before it is kept, and an interruption (Ctrl-C, SIGTERM) prints one line.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
+import contextlib
 import hashlib
 import json
+import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from asdlib import atomic
+from asdlib import atomic, experiment, fingerprint, locking, preflight
 from asdlib.experiment import PROJECT_ROOT, STEPS, RunConfig
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
-LIBRARY = PROJECT_ROOT / "asdlib"
 KERNEL_NAME = "asdlib"
+LOCK_FILE = ".lock"
 
 
 class StepFailed(RuntimeError):
     """A notebook failed; the message names the notebook and the cell."""
 
 
-def _sha256_files(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(str(p.relative_to(PROJECT_ROOT)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
+class ConfigProblems(ValueError):
+    """The run's options cannot work; the message lists every problem."""
 
 
-def _module_files(name: str) -> set[Path]:
-    """The asdlib files that importing the dotted module ``name`` runs: each package
-    ``__init__.py`` on the way and the module itself; empty outside asdlib (a trailing name
-    that is no file, e.g. a function, adds nothing)."""
-    parts = name.split(".")
-    files: set[Path] = set()
-    if parts[0] != LIBRARY.name:
-        return files
-    path = LIBRARY.parent
-    for part in parts:
-        path = path / part
-        if (path / "__init__.py").is_file():
-            files.add(path / "__init__.py")
-            continue
-        if path.with_suffix(".py").is_file():
-            files.add(path.with_suffix(".py"))
-        break
-    return files
-
-
-def _asdlib_imports(source: Path) -> set[Path]:
-    """The asdlib files that ``source`` imports itself (any depth of its code, relative
-    imports resolved for files inside asdlib); every asdlib file if it cannot be parsed."""
-    try:
-        tree = ast.parse(source.read_bytes(), filename=str(source))
-    except (SyntaxError, ValueError):
-        return set(LIBRARY.rglob("*.py"))
-    package: list[str] = []
-    if source.is_relative_to(LIBRARY):
-        package = list(source.relative_to(LIBRARY.parent).parts[:-1])
-    found: set[Path] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                found |= _module_files(alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: only meaningful inside the package
-                if not package or node.level > len(package):
-                    continue
-                base = ".".join(package[:len(package) - node.level + 1]
-                                + ([node.module] if node.module else []))
-            else:
-                base = node.module
-            found |= _module_files(base)
-            for alias in node.names:  # ``from asdlib import x``: x may be a module
-                found |= _module_files(f"{base}.{alias.name}")
-    return found
-
-
-def import_closure(source: str | Path) -> list[Path]:
-    """The asdlib source files ``source`` (a notebook .py or a module) imports, directly
-    or through other asdlib modules, sorted."""
-    seen: set[Path] = set()
-    todo = [Path(source)]
-    while todo:
-        for dep in _asdlib_imports(todo.pop()):
-            if dep not in seen:
-                seen.add(dep)
-                todo.append(dep)
-    return sorted(seen)
+class Interrupted(KeyboardInterrupt):
+    """The run was stopped by Ctrl-C or SIGTERM."""
 
 
 def step_fingerprint(step: str, params: dict, upstream: str) -> str:
     """Content key of one step: notebook source, parameters, upstream key, and the sources
-    of the asdlib modules the notebook imports (`import_closure`)."""
+    of the asdlib modules the notebook imports (`asdlib.fingerprint.code_hash`)."""
     notebook = NOTEBOOK_DIR / f"{step}.py"
     h = hashlib.sha256()
     h.update(notebook.read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update(upstream.encode())
-    h.update(_sha256_files(import_closure(notebook)).encode())
+    h.update(fingerprint.code_hash(notebook).encode())
     return h.hexdigest()
 
 
@@ -133,48 +76,191 @@ def _to_notebook(step: str, dest: Path) -> Path:
     return dest
 
 
-def _cell_of_error(output_path: Path) -> str:
-    """Describe the failing cell of an executed notebook (papermill marks it)."""
+def _cells(output_path: Path) -> list[dict]:
     try:
-        nb = json.loads(output_path.read_text())
+        return json.loads(output_path.read_text()).get("cells", [])
     except (OSError, ValueError):
-        return "unknown cell"
-    for i, cell in enumerate(nb.get("cells", [])):
+        return []
+
+
+def _describe_cell(index: int, cell: dict) -> str:
+    first = "".join(cell.get("source", "")).strip().splitlines()[:1]
+    return f"cell {index} ({first[0][:60] if first else ''!r})"
+
+
+def _cell_of_error(output_path: Path) -> str:
+    """The failing cell of an executed notebook (papermill marks its error output)."""
+    for i, cell in enumerate(_cells(output_path)):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                first = "".join(cell.get("source", "")).strip().splitlines()[:1]
-                return f"cell {i} ({first[0][:60] if first else ''!r}): {out.get('ename')}: {out.get('evalue')}"
+                return f"{_describe_cell(i, cell)}: {out.get('ename')}: {out.get('evalue')}"
     return "unknown cell"
+
+
+def _last_started_cell(output_path: Path) -> str:
+    """The cell a dead kernel was running: the last one papermill saw start."""
+    started = [(i, c) for i, c in enumerate(_cells(output_path))
+               if c.get("cell_type") == "code" and (c.get("metadata", {}).get("papermill") or {})
+               .get("start_time")]
+    return _describe_cell(*started[-1]) if started else "its first cell"
+
+
+def _memory_hint() -> str:
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        return f"this machine has {total:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        return "see the machine's memory"
+
+
+def _notices(output_path: Path) -> list[str]:
+    """Warnings a step's code printed (Python's ``...Warning: message`` lines on stderr),
+    each once, so that they reach the console rather than only the executed notebook."""
+    seen: dict[str, int] = {}
+    for cell in _cells(output_path):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                for line in "".join(out.get("text", "")).splitlines():
+                    if "Warning: " in line and "%|" not in line:
+                        text = line.split("Warning: ", 1)
+                        key = f"{text[0].rsplit(' ', 1)[-1]}Warning: {text[1]}".strip()
+                        seen[key] = seen.get(key, 0) + 1
+    return [f"{k} ({n} times)" if n > 1 else k for k, n in seen.items()]
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete temporary files and folders a killed run left in ``run_dir`` (atomic writes'
+    ``.<name>.<pid>.tmp``, feature parts' ``.<part>.tmp-<pid>`` / ``.old-<pid>``, papermill
+    inputs ``.<step>.src.ipynb``). Only call it while holding the run's lock."""
+    removed = []
+    for pattern in (".*.tmp", ".*.tmp-*", ".*.old-*", ".*.src.ipynb"):
+        for path in run_dir.rglob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def _output_to(log_path: Path):
+    """Send this process's file descriptors 1 and 2 to ``log_path`` (appending) meanwhile:
+    the kernel inherits them, so its own messages (and nbclient's) go to the step's log
+    instead of the console; Python-level prints of this process are flushed first."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log_path, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip((1, 2), saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _execute(src: Path, out: Path, nb_dir: Path, params: dict, kernel_name: str | None,
+             log_path: Path) -> None:
+    """papermill with a kernel on IPC sockets in a private temporary folder (no
+    unencrypted-TCP warning from the kernel, nothing left in the run folder); the kernel's
+    own output goes to ``log_path``."""
+    import papermill as pm
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
+
+    with tempfile.TemporaryDirectory(prefix="asdlib-kernel-") as sockets, _output_to(log_path):
+        # asynchronous, as nbclient's own: it notices a kernel that dies mid-cell
+        km = AsyncKernelManager(kernel_name=kernel_name or KERNEL_NAME, transport="ipc",
+                                ip=str(Path(sockets) / "kernel"))
+        try:
+            pm.execute_notebook(str(src), str(out), parameters=params, cwd=str(nb_dir),
+                                kernel_name=kernel_name, progress_bar=False, log_output=False,
+                                km=km)
+        finally:  # a kernel manager passed in is not shut down by papermill
+            if km.has_kernel:
+                run_sync(km.shutdown_kernel)(now=True)
+
+
+def _interrupt_handler(signum, frame):
+    raise Interrupted()
+
+
+def prepare(config: RunConfig, run_dir: Path, log=print) -> str:
+    """Everything before the first step, inside the run's lock: stale temporaries removed,
+    data built or found, scanned and hashed, notices printed, ``config.json`` written.
+    Returns the data key (SHA-256 over every clip's path and content hash)."""
+    stale = remove_stale_temporaries(run_dir)
+    if stale:
+        log(f"removed {len(stale)} temporary file(s) left by an interrupted run")
+    log(experiment.describe_recipe(config))
+    run = experiment.Run(run_dir, config)
+    cache = run.hash_cache()
+    root = experiment.dataset_root(config, hashes=cache.sha256)
+    table, manifest, notices = experiment.scan(config, root, hashes=cache.sha256)
+    cache.save()
+    from asdlib import data
+
+    data_key = data.manifest_key(manifest)
+    log(f"data: {len(manifest)} clips of {table['machine'].nunique()} machine(s) under {root} "
+        f"(key {data_key[:12]}; {cache.misses} file(s) hashed, {cache.hits} unchanged)")
+    for notice in notices:
+        log(f"notice: {notice}")
+    atomic.write_text(run_dir / "config.json", config.to_json())
+    return data_key
 
 
 def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "results",
                  steps: tuple[str, ...] | None = None, force: bool = False,
                  kernel_name: str | None = KERNEL_NAME, log=print) -> Path:
-    """Execute the notebooks of ``steps`` (all by default) for ``config``; returns the run dir."""
-    import papermill as pm
+    """Execute the notebooks of ``steps`` (all by default) for ``config``; returns the run dir.
 
+    Raises ConfigProblems (nothing written) when an option cannot work,
+    `asdlib.locking.LockHeld` when another process runs the same run, StepFailed when a
+    notebook fails, Interrupted on Ctrl-C / SIGTERM (finished steps are kept).
+    """
+    problems = preflight.validate(config)
+    selected = steps or STEPS
+    unknown = [s for s in selected if s not in STEPS]
+    if unknown:
+        problems.append(f"--steps {unknown}: steps are {', '.join(STEPS)}")
+    if problems:
+        raise ConfigProblems("the run cannot start:\n  " + "\n  ".join(problems))
     run_dir = Path(results_root).resolve() / config.run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with locking.FolderLock(run_dir / LOCK_FILE, f"the run {config.run!r} ({run_dir})"):
+        data_key = prepare(config, run_dir, log)
+        return _run_steps(config, run_dir, selected, force, kernel_name, log, data_key)
+
+
+def _run_steps(config: RunConfig, run_dir: Path, selected, force: bool,
+               kernel_name: str | None, log, data_key: str) -> Path:
     nb_dir = run_dir / "notebooks"
     nb_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "config.json"
-    atomic.write_text(config_path, config.to_json())
     state_path = run_dir / "pipeline_state.json"  # committed: what made the outputs
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     # the skip decision reads the state under work/ (never committed): a fresh clone has
     # the committed outputs but not the datasets, checkpoints and features behind them
     local_path = run_dir / "work" / "pipeline_state.json"
     local = json.loads(local_path.read_text()) if local_path.exists() else {}
-    upstream = hashlib.sha256(config.to_json().encode()).hexdigest()
-    selected = steps or STEPS
-    unknown = [s for s in selected if s not in STEPS]
-    if unknown:
-        raise ValueError(f"unknown steps {unknown}; steps: {STEPS}")
+    upstream = hashlib.sha256((config.to_json() + data_key).encode()).hexdigest()
     t_start = time.time()
-    for i, step in enumerate(s for s in STEPS if s in selected):
+    position = 0
+    last = max(STEPS.index(s) for s in selected)
+    for step in STEPS[:last + 1]:
         params = {"run_dir": ".."}
-        key = step_fingerprint(step, params, upstream)
+        key = step_fingerprint(step, params, upstream)  # every step's key chains, run or not
+        if step not in selected:
+            upstream = key
+            continue
+        position += 1
         out = nb_dir / f"{step}.ipynb"
-        label = f"[{i + 1}/{len(selected)}] {step}"
+        label = f"[{position}/{len(selected)}] {step}"
         if not force and local.get(step, {}).get("key") == key and out.exists():
             log(f"{label}: unchanged, skipped")
             upstream = key
@@ -183,18 +269,25 @@ def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "r
         t0 = time.time()
         log(f"{label}: running ...")
         try:
-            pm.execute_notebook(
-                str(src), str(out), parameters=params, cwd=str(nb_dir),
-                kernel_name=kernel_name, progress_bar=False, log_output=False,
-            )
-        except Exception as exc:  # papermill raises its own error types
+            _execute(src, out, nb_dir, params, kernel_name, run_dir / "work" / "logs" / f"{step}.log")
+        except (KeyboardInterrupt, Exception) as exc:
             for record, path in ((state, state_path), (local, local_path)):
                 record.pop(step, None)
                 atomic.write_text(path, json.dumps(record, indent=2))
+            if isinstance(exc, KeyboardInterrupt) or "KeyboardInterrupt" in str(exc)[:2000]:
+                raise Interrupted(step) from None
+            if type(exc).__name__ == "DeadKernelError":
+                raise StepFailed(
+                    f"step {step}: the kernel died in {_last_started_cell(out)} of "
+                    f"notebooks/{step}.py, most likely out of memory ({_memory_hint()}); "
+                    f"use fewer or shorter clips per batch, or a machine with more memory; "
+                    f"executed notebook: {out}") from exc
             raise StepFailed(f"step {step} failed in notebooks/{step}.py, "
                              f"{_cell_of_error(out)}; executed notebook: {out}") from exc
         finally:
             src.unlink(missing_ok=True)
+        for notice in _notices(out):
+            log(f"  notice: {notice}")
         for record, path in ((state, state_path), (local, local_path)):
             record[step] = {"key": key, "seconds": round(time.time() - t0, 1)}
             atomic.write_text(path, json.dumps(record, indent=2))
@@ -202,33 +295,6 @@ def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "r
         upstream = key
     log(f"run {config.run!r} finished in {time.time() - t_start:.1f} s: {run_dir}")
     return run_dir
-
-
-def export_reference(run_dir: str | Path, dest: str | Path,
-                     steps: tuple[str, ...] = STEPS[:-1]) -> list[Path]:
-    """Copy a run's executed notebooks as nbval references, keeping only checked outputs.
-
-    Cells marked ``# NBVAL_CHECK_OUTPUT`` keep their outputs (the result tables nbval
-    compares); every other output is dropped so the references stay small and reviewable.
-    """
-    import nbformat
-
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
-    for step in steps:
-        nb = nbformat.read(Path(run_dir) / "notebooks" / f"{step}.ipynb", as_version=4)
-        for cell in nb.cells:
-            if cell.cell_type == "code" and "NBVAL_CHECK_OUTPUT" not in cell.source:
-                cell.outputs = []
-                cell.execution_count = None
-            cell.metadata.pop("papermill", None)
-            cell.metadata.pop("execution", None)
-        nb.metadata.pop("papermill", None)
-        path = dest / f"{step}.ipynb"
-        atomic.write_text(path, nbformat.writes(nb))
-        written.append(path)
-    return written
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,8 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default=None, help="official BEATs checkpoint to adapt")
     p.add_argument("--encoder-config", default=d.encoder_config,
                    help="named encoder configuration when no checkpoint is given")
+    p.add_argument("--recipe", default=d.recipe, choices=experiment.RECIPES,
+                   help="adaptation recipe; auto: cpu for the small encoder, gpu for an "
+                        "official checkpoint (default %(default)s)")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda[:i]")
-    p.add_argument("--channel", default=d.channel, choices=("near", "far"))
+    p.add_argument("--channel", default=d.channel, choices=experiment.CHANNELS)
     p.add_argument("--machines", nargs="*", default=None)
     p.add_argument("--fusion-config", default=None, help="frozen fusion weights to apply")
     p.add_argument("--threads", type=int, default=d.num_threads, help="CPU threads (0 = all)")
@@ -259,16 +328,31 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = RunConfig(
         run=args.run, data_root=args.data_root, preset=args.preset, seed=args.seed,
-        encoder=args.encoder, encoder_config=args.encoder_config, device=args.device,
-        channel=args.channel, machines=args.machines, fusion_config=args.fusion_config,
-        num_threads=args.threads,
+        encoder=args.encoder, encoder_config=args.encoder_config, recipe=args.recipe,
+        device=args.device, channel=args.channel, machines=args.machines,
+        fusion_config=args.fusion_config, num_threads=args.threads,
     )
+    previous = signal.signal(signal.SIGTERM, _interrupt_handler)
     try:
         run_pipeline(config, args.results_root, tuple(args.steps) if args.steps else None,
                      force=args.force)
-    except StepFailed as exc:
+    except (StepFailed, ConfigProblems, locking.LockHeld) as exc:
         print(f"pipeline stopped: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:
+        where = f" during step {exc}" if isinstance(exc, Interrupted) and str(exc) else ""
+        print(f"pipeline interrupted{where}; finished steps are kept, run the same command "
+              "to continue", file=sys.stderr)
+        return 130
+    except Exception as exc:  # data and checkpoint errors: one line, not a traceback
+        from asdlib import data
+
+        if isinstance(exc, (data.DatasetError, OSError)):
+            print(f"pipeline stopped: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -219,21 +219,25 @@ def utterance_embeddings(model, table: pd.DataFrame, channel: str = "near",
     """(clips, D) mean over the valid final-layer tokens of each clip (no feature store).
 
     Used to judge adaptation quickly (before vs after) without writing token grids; the
-    batches and the mean are those of the feature store (`asdlib.features.encode_batches`,
-    `asdlib.features.masked_grid_mean`), in table order. The model is left in eval mode on
+    batching (`asdlib.features.length_batches`, bounded like the store's by
+    ``ExtractConfig.max_batch_seconds``) and the mean (`asdlib.features.masked_grid_mean`)
+    are those of the feature store, in table order. The model is left in eval mode on
     ``device``.
     """
+    import soundfile as sf
     from tqdm.auto import tqdm
 
-    from asdlib.features import encode_batches, masked_grid_mean
+    from asdlib.features import ExtractConfig, encode_batches, length_batches, masked_grid_mean
 
     model = model.to(device).eval()
     out = None
     paths = table["path"].tolist()
-    batches = encode_batches(model, paths, np.arange(len(paths)), batch_size, channel=channel,
-                             device=device)
-    for rows, grids, valid in tqdm(batches, total=-(-len(paths) // batch_size),
-                                   desc="utterance embeddings", disable=not progress):
+    seconds = np.array([sf.info(str(p)).duration for p in paths])
+    plan = length_batches(np.arange(len(paths)), seconds, batch_size,
+                          ExtractConfig().max_batch_seconds)
+    batches = encode_batches(model, paths, plan, channel=channel, device=device)
+    for rows, grids, valid in tqdm(batches, total=len(plan), desc="utterance embeddings",
+                                   disable=not progress):
         emb = masked_grid_mean(grids[-1], valid)[1].cpu().numpy()
         if out is None:
             out = np.zeros((len(table), emb.shape[1]), dtype=np.float32)

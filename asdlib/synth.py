@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asdlib import atomic
+from asdlib import atomic, locking
 
 #: Bump when the rendered audio changes: a folder made by another version is regenerated.
 #: (1 was an in-progress draft of this generator.)
@@ -64,6 +64,7 @@ LABELS = ("normal", "anomaly")
 HIDDEN_ATTRIBUTE = "noAttribute"
 INFO_FILE = "synth_info.json"
 KINDS_FILE = "ground_truth_kinds.csv"
+LOCK_FILE = ".synth.lock"
 ATTRIBUTES_FILE = "attributes_00.csv"
 _ATTR_COLUMNS = ("d1p", "d1v", "d2p", "d2v", "d3p", "d3v")
 _WAV_HEADER_BYTES = 44
@@ -109,6 +110,49 @@ PRESETS: dict[str, Preset] = {
     # the size of the official development set
     "dcase": Preset(n_source_train=990, n_target_train=10, n_test_per_cell=50, seconds=10.0),
 }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A generator setting for held-out data: how faults and recordings differ from the
+    default every choice of the project was tuned on (the default leaves every draw as it
+    was, so the embedded dataset does not change).
+
+    transient_seconds: duration range of each impact; transient_db_shift: added to every
+    machine's impact level range; narrow_hz_scale: multiplies every machine's fault-tone
+    range (other tone frequencies); narrow_db_shift: added to the fault-tone level range;
+    far_snr_db: range of the far-field SNR; speed_scale: multiplies every machine's running
+    speed (a machine model's parameters moved, in training and test clips alike).
+    """
+
+    name: str
+    transient_seconds: tuple[float, float] = (0.02, 0.15)
+    transient_db_shift: float = 0.0
+    narrow_hz_scale: float = 1.0
+    narrow_db_shift: float = 0.0
+    far_snr_db: tuple[float, float] = (0.0, 15.0)
+    speed_scale: float = 1.0
+
+
+#: Generator variants. "default" is the embedded data; "shifted" is a held-out fault setting
+#: that no choice was made on: shorter and 3 dB weaker impacts, fault tones 25 % lower and
+#: 1 dB weaker, a far-field SNR 5 dB lower, every machine running 8 % faster.
+VARIANTS: dict[str, Variant] = {
+    "default": Variant("default"),
+    "shifted": Variant("shifted", transient_seconds=(0.01, 0.06), transient_db_shift=-3.0,
+                       narrow_hz_scale=0.75, narrow_db_shift=-1.0, far_snr_db=(-5.0, 10.0),
+                       speed_scale=1.08),
+}
+
+
+def resolve_variant(variant: str | Variant) -> Variant:
+    """A Variant from its name (``VARIANTS``) or itself."""
+    if isinstance(variant, Variant):
+        return variant
+    try:
+        return VARIANTS[variant]
+    except KeyError:
+        raise ValueError(f"unknown variant {variant!r}; variants: {sorted(VARIANTS)}") from None
 
 
 def resolve_preset(preset: str | Preset) -> Preset:
@@ -883,9 +927,12 @@ def _band_power_fraction(x: np.ndarray, sr: int, f0: float, half_octaves: float 
     return float(spec[band].sum() / (spec[1:].sum() + 1e-20))
 
 
-def render_clip(spec: ClipSpec, preset: str | Preset = "demo", seed: int = 0) -> ClipAudio:
-    """Render one clip (deterministic in (seed, spec) and the preset's length / rate)."""
+def render_clip(spec: ClipSpec, preset: str | Preset = "demo", seed: int = 0,
+                variant: str | Variant = "default") -> ClipAudio:
+    """Render one clip (deterministic in (seed, spec), the preset's length / rate and the
+    variant)."""
     p = resolve_preset(preset)
+    v = resolve_variant(variant)
     n, sr = p.n_samples, p.sample_rate
     model = _MACHINE_MODELS[spec.machine]
     rng = np.random.default_rng(clip_seed(seed, spec))
@@ -894,6 +941,8 @@ def render_clip(spec: ClipSpec, preset: str | Preset = "demo", seed: int = 0) ->
     info: dict = {"kind": spec.kind}
 
     speed = 1.0 + model.drift * _slow(rng, n, sr, 0.5)
+    if v.speed_scale != 1.0:
+        speed = speed * v.speed_scale
     broad_type = None
     if spec.kind == "broad":
         broad_type = style.broad_types[int(rng.integers(len(style.broad_types)))]
@@ -913,14 +962,14 @@ def render_clip(spec: ClipSpec, preset: str | Preset = "demo", seed: int = 0) ->
     if spec.kind == "transient":
         n_events = int(rng.integers(1, 4))
         for _ in range(n_events):
-            dur = rng.uniform(0.02, 0.15)
+            dur = rng.uniform(*v.transient_seconds)
             burst = _impact(rng, sr, dur, *style.transient_hz)
-            level = rng.uniform(*style.transient_db)
+            level = rng.uniform(*style.transient_db) + v.transient_db_shift
             _add_at(x, _db(level) * ref * burst, int(rng.integers(0, max(1, n - int(dur * sr)))))
         info["n_events"] = n_events
     elif spec.kind == "narrowband":
-        f0 = rng.uniform(*style.narrow_hz)
-        snr = rng.uniform(*style.narrow_db)
+        f0 = rng.uniform(*style.narrow_hz) * v.narrow_hz_scale
+        snr = rng.uniform(*style.narrow_db) + v.narrow_db_shift
         if rng.random() < 0.5:  # fault tone with a slight wander
             inst = f0 * (1 + 0.003 * _slow(rng, n, sr, 0.5))
             fault = np.sin(_phase(inst, sr, rng.uniform(0, 6.3)))
@@ -956,7 +1005,7 @@ def render_clip(spec: ClipSpec, preset: str | Preset = "demo", seed: int = 0) ->
                   + _db(level_db - 55.0) * rng.standard_normal(n))
 
     far_machine = _far_field(rng, near_machine, sr)
-    far_snr = rng.uniform(0.0, 15.0)
+    far_snr = rng.uniform(*v.far_snr_db)
     far_noise = (bg * _rms(far_machine) * _db(-far_snr)
                  + _db(level_db - 60.0) * rng.standard_normal(n))
     info.update(near_snr_db=near_snr, far_snr_db=far_snr, level_db=level_db)
@@ -985,23 +1034,26 @@ def _is_complete(path: Path, p: Preset) -> bool:
         return False
 
 
-def _write_clip(raw_dir: Path, spec: ClipSpec, p: Preset, seed: int) -> None:
-    audio = render_clip(spec, p, seed)
+def _write_clip(raw_dir: Path, spec: ClipSpec, p: Preset, seed: int, variant: str) -> None:
+    audio = render_clip(spec, p, seed, variant)
     atomic.write_bytes(raw_dir / spec.relpath, _wav_bytes(_pcm16(audio), p.sample_rate))
 
 
 def _write_clips(args) -> int:
-    raw_dir, specs, p, seed = args
+    raw_dir, specs, p, seed, variant = args
     for spec in specs:
-        _write_clip(raw_dir, spec, p, seed)
+        _write_clip(raw_dir, spec, p, seed, variant)
     return len(specs)
 
 
 # =========================================================================== dataset
 
-def _info(p: Preset, seed: int) -> dict:
-    return {"generator": "asdlib.synth", "generator_version": GENERATOR_VERSION,
+def _info(p: Preset, seed: int, variant: str = "default") -> dict:
+    info = {"generator": "asdlib.synth", "generator_version": GENERATOR_VERSION,
             "seed": int(seed), "preset": asdict(p)}
+    if variant != "default":  # the default's info is as before variants existed
+        info["variant"] = asdict(resolve_variant(variant))
+    return info
 
 
 def _read_info(root: Path) -> dict | None:
@@ -1014,7 +1066,8 @@ def _read_info(root: Path) -> dict | None:
         raise SynthError(f"{path}: unreadable ({exc}); delete it to regenerate") from exc
 
 
-def _check_info(root: Path, p: Preset, seed: int, clear_old: bool = False) -> dict:
+def _check_info(root: Path, p: Preset, seed: int, clear_old: bool = False,
+                variant: str = "default") -> dict:
     """The info to continue with: the existing one, or a fresh one for an empty folder.
 
     Raises SynthError when the folder holds a dataset of another seed or preset (clips of
@@ -1023,14 +1076,14 @@ def _check_info(root: Path, p: Preset, seed: int, clear_old: bool = False) -> di
     afresh.
     """
     existing = _read_info(root)
-    wanted = _info(p, seed)
+    wanted = _info(p, seed, variant)
     wanted["machines_complete"] = []
     if existing is None:
         return wanted
-    for key in ("seed", "preset"):
-        if existing.get(key) != wanted[key]:
+    for key in ("seed", "preset", "variant"):
+        if existing.get(key) != wanted.get(key):
             raise SynthError(f"{root}: holds a synthetic dataset with {key}={existing.get(key)!r}, "
-                             f"asked for {wanted[key]!r}; use another root or delete this one")
+                             f"asked for {wanted.get(key)!r}; use another root or delete this one")
     if existing.get("generator_version") != GENERATOR_VERSION:
         if not clear_old:
             return existing
@@ -1088,74 +1141,34 @@ def _remove_stale_tmp(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-class _GenerationLock:
-    """``<root>/.synth.lock`` holding the generating process id: two generators writing one
-    root at once would delete each other's temporary files. A lock left by a dead process
-    is taken over."""
-
-    def __init__(self, root: Path):
-        self.path = root / ".synth.lock"
-
-    def __enter__(self):
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    pid = int(self.path.read_text().strip() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and _pid_alive(pid):
-                    raise SynthError(f"{self.path.parent}: another process (pid {pid}) is "
-                                     f"generating this dataset; wait for it or remove "
-                                     f"{self.path} if it is gone") from None
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
-            return self
-        raise SynthError(f"{self.path}: could not take the generation lock")
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-        return False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def generate_dataset(root: str | os.PathLike, preset: str | Preset = "demo", seed: int = 0,
-                     machines=None, progress: bool = True, workers: int | None = None) -> Path:
+                     machines=None, progress: bool = True, workers: int | None = None,
+                     variant: str = "default") -> Path:
     """Write (or complete) the synthetic dataset under ``root``; returns ``root`` as a Path.
 
     preset: name in ``PRESETS`` or a ``Preset``; seed: non-negative int; machines: subset of
     ``MACHINES`` (None = all seven); workers: processes rendering in parallel (the output
-    does not depend on it; None = one per CPU, at most 4, when over 50 clips are missing).
+    does not depend on it; None = one per CPU, at most 4, when over 50 clips are missing);
+    variant: a name in ``VARIANTS`` (held-out fault settings; "default" is the embedded data).
     Existing complete clips are kept (a clip's bytes depend only on its seed), stale
     temporary files of an interrupted run are removed. Raises SynthError
-    when ``root`` holds a dataset made with another seed or preset, or while another process
-    generates into ``root`` (``.synth.lock``); a dataset of another generator version is
-    deleted and regenerated.
+    when ``root`` holds a dataset made with another seed, preset or variant, and
+    `asdlib.locking.LockHeld` while another process generates into ``root``
+    (``.synth.lock``); a dataset of another generator version is deleted and regenerated.
     """
     root = Path(root).expanduser()
     p = resolve_preset(preset)
+    resolve_variant(variant)
     names = _check_machines(machines)
     root.mkdir(parents=True, exist_ok=True)
-    with _GenerationLock(root):
-        _generate(root, p, seed, names, progress, workers)
+    with locking.FolderLock(root / LOCK_FILE, f"the synthetic dataset {root}"):
+        _generate(root, p, seed, names, progress, workers, variant)
     return root
 
 
 def _generate(root: Path, p: Preset, seed: int, names: list[str], progress: bool,
-              workers: int | None) -> None:
-    info = _check_info(root, p, seed, clear_old=True)
+              workers: int | None, variant: str) -> None:
+    info = _check_info(root, p, seed, clear_old=True, variant=variant)
     atomic.write_text(root / INFO_FILE, json.dumps(info, indent=2, sort_keys=True))
     raw_dir = root / "dev_data" / "raw"
     start_all = time.perf_counter()
@@ -1173,10 +1186,10 @@ def _generate(root: Path, p: Preset, seed: int, names: list[str], progress: bool
             todo = [s for s in plan if not _is_complete(raw_dir / s.relpath, p)]
             if pool is None:
                 for spec in todo:
-                    _write_clip(raw_dir, spec, p, seed)
+                    _write_clip(raw_dir, spec, p, seed, variant)
             else:
                 chunks = [todo[i::workers * 4] for i in range(workers * 4)]
-                list(pool.map(_write_clips, [(raw_dir, c, p, seed) for c in chunks if c]))
+                list(pool.map(_write_clips, [(raw_dir, c, p, seed, variant) for c in chunks if c]))
             _machine_files(raw_dir, machine, plan)
             if machine not in info["machines_complete"]:
                 info["machines_complete"] = sorted(set(info["machines_complete"]) | {machine})
@@ -1210,28 +1223,40 @@ def missing_clips(root: str | os.PathLike, preset: str | Preset = "demo",
 
 def ensure_dataset(root: str | os.PathLike, preset: str | Preset = "demo", seed: int = 0,
                    manifest: str | os.PathLike | None = None, machines=None,
-                   progress: bool = True, workers: int | None = None) -> Path:
+                   progress: bool = True, workers: int | None = None, hashes=None,
+                   variant: str = "default") -> Path:
     """Return ``root`` holding the complete synthetic dataset, generating what is missing.
 
-    A complete folder made with the same (preset, seed, generator version) is returned as is
+    A complete folder made with the same (preset, seed, variant, generator version) is
+    returned as is
     (a cheap size check of every planned file, no hashing). A folder made by an older
     generator version is regenerated; one made with another seed or preset raises
     SynthError.
 
-    manifest: hook for a manifest check of the finished files (``asdlib.data``'s
-        manifest); not wired yet, passing one raises NotImplementedError.
+    manifest: a manifest csv (`asdlib.data.write_manifest`) the finished files must match,
+        byte for byte (sha256): `asdlib.data.ManifestMismatch` names every differing file.
+        The embedded default is checked against the committed ``data_manifest.csv`` so that a
+        generator change that alters the data cannot pass unseen. hashes: as in
+        `asdlib.data.build_manifest` (a cache makes the check cheap to repeat).
     """
+    root = _ensure(root, preset, seed, machines, progress, workers, variant)
     if manifest is not None:
-        raise NotImplementedError("ensure_dataset(manifest=...) is a hook for the manifest "
-                                  "check (asdlib.data.verify_manifest); it is not wired yet")
+        from asdlib import data
+
+        data.verify_manifest(root, manifest, hashes=hashes)
+    return root
+
+
+def _ensure(root, preset, seed, machines, progress, workers, variant) -> Path:
     root = Path(root).expanduser()
     p = resolve_preset(preset)
     names = _check_machines(machines)
     info = _read_info(root) if root.is_dir() else None
     if info is not None:
-        info = _check_info(root, p, seed)
+        info = _check_info(root, p, seed, variant=variant)
         if info.get("generator_version") == GENERATOR_VERSION and \
                 set(names) <= set(info.get("machines_complete", [])) and \
                 not missing_clips(root, p, names):
             return root
-    return generate_dataset(root, p, seed, names, progress=progress, workers=workers)
+    return generate_dataset(root, p, seed, names, progress=progress, workers=workers,
+                            variant=variant)

@@ -5,7 +5,7 @@ AUC_t and pAUC(max_fpr=0.1)), scores = distance to the nearest normal training c
 same machine:
 - log-mel reference: the mean log-mel vector of each clip (Euclidean and cosine);
 - start encoder: mean over the valid tokens of the final layer, cosine distance;
-- adapted encoder: the same after `asdlib.adaptation.adapt` with `AdaptConfig.demo()`.
+- adapted encoder: the same after `asdlib.adaptation.training.adapt` with `AdaptConfig.demo()`.
 
 Usage: ``PYTHONPATH=. python benchmarks/adaptation_demo.py [--root /tmp/synth_demo]
 [--data-seed S] [--start random|asset|PATH] [--out /tmp/adapt_demo] [key=value ...]``
@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asdlib import adaptation as A
+from asdlib.adaptation import training
+from asdlib.adaptation.small_encoder import SMALL_ASSET
 from asdlib import metrics
 from asdlib.data import scan_dataset
 from asdlib.scoring import logmel_embeddings, utterance_embeddings
@@ -63,18 +64,18 @@ def main(argv=None) -> dict:
     over = {}
     for item in args.overrides:
         key, value = item.split("=", 1)
-        field = A.AdaptConfig.__dataclass_fields__[key]
+        field = training.AdaptConfig.__dataclass_fields__[key]
         kind = field.type if isinstance(field.type, str) else field.type.__name__
         over[key] = None if value == "None" else (value.lower() == "true" if "bool" in kind else
                                                   int(value) if kind.startswith("int") else
                                                   float(value) if "float" in kind else value)
-    cfg = A.AdaptConfig.demo(**over)
+    cfg = training.AdaptConfig.demo(**over)
     torch.set_num_threads(cfg.num_threads or torch.get_num_threads())
 
     def start_model():
         if args.start == "random":
             return build_beats(args.config, seed=0)
-        return load_beats(A.SMALL_ASSET if args.start == "asset" else args.start)
+        return load_beats(SMALL_ASSET if args.start == "asset" else args.start)
 
     if args.data_seed is not None:
         from asdlib.synth import ensure_dataset
@@ -92,10 +93,10 @@ def main(argv=None) -> dict:
         table, utterance_embeddings(start_model(), table, channel, progress=False))
     res["embed_seconds"] = time.perf_counter() - t0
     model = start_model()
-    rows = A.training_rows(table)
-    train_waves = A.load_training_waves(rows, cfg.channel)
+    rows = training.training_rows(table)
+    train_waves = training.load_training_waves(rows, cfg.channel)
     t0 = time.perf_counter()
-    hist = A.adapt(model, table, cfg, args.out, progress=False, resume=False, waves=train_waves)
+    hist = training.adapt(model, table, cfg, args.out, progress=False, resume=False, waves=train_waves)
     res["adapt_seconds"] = time.perf_counter() - t0
     res["adapted"], per["adapted"] = knn_official(
         table, utterance_embeddings(model, table, channel, progress=False))

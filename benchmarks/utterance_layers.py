@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from asdlib import adaptation, encoder, experiment, features, metrics, scoring
+from asdlib import encoder, experiment, features, metrics, scoring
+from asdlib.adaptation.small_encoder import starting_encoder
 
 
 def layer_embeddings(model, table: pd.DataFrame, channel: str) -> dict[int, np.ndarray]:
@@ -39,7 +40,8 @@ def layer_embeddings(model, table: pd.DataFrame, channel: str) -> dict[int, np.n
     paths = table["path"].tolist()
     out: dict[int, np.ndarray] = {}
     for rows, grids, valid in features.encode_batches(
-            model, paths, np.arange(len(paths)), 16, channel=channel,
+            model, paths, [np.arange(i, min(i + 16, len(paths))) for i in range(0, len(paths), 16)],
+            channel=channel,
             layers=tuple(range(n_layers + 1))):
         for layer, grid in grids.items():
             emb = features.masked_grid_mean(grid, valid)[1].numpy()  # as the feature store
@@ -92,7 +94,7 @@ def main() -> None:
         if name == "random":
             model = encoder.build_beats("small", seed=0)
         elif name == "asset":
-            model = adaptation.starting_encoder("small")
+            model = starting_encoder("small")
         else:
             model = encoder.load_beats(name)
         for layer, emb in sorted(layer_embeddings(model.eval(), table, args.channel).items()):

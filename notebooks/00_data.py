@@ -37,13 +37,16 @@ cfg = run.config
 print(f"run {cfg.run!r}: preset={cfg.preset} data_root={cfg.data_root or '(embedded)'}")
 
 # %%
-root = experiment.dataset_root(cfg)
-table = experiment.clip_table(cfg, root)
+hashes = run.hash_cache()  # each clip's sha256, re-computed only for changed files
+root = experiment.dataset_root(cfg, hashes=hashes.sha256)
+table, manifest, notices = experiment.scan(cfg, root, hashes=hashes.sha256)
+hashes.save()
 run.write_clip_table(table, root)
-manifest = data.build_manifest(table, root)
 data.write_manifest(manifest, out / "data_manifest.csv")
 print(f"{len(table)} clips, {table['machine'].nunique()} machines, "
       f"{manifest['samples'].sum() / 16000 / 3600:.2f} hours of audio")
+for notice in notices:
+    print("notice:", notice)
 
 # %% [markdown]
 # ## Clips per split, domain and label

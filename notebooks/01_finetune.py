@@ -42,7 +42,8 @@ run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipe
 # %%
 import pandas as pd
 
-from asdlib import adaptation, experiment, plots, scoring
+from asdlib import experiment, plots, scoring
+from asdlib.adaptation import training
 
 run = experiment.Run.open(run_dir)
 out = run.step("01_finetune")
@@ -68,11 +69,11 @@ before = scoring.knn_scores(emb_before, table, "utt_knn_before")
 
 # %%
 model = experiment.starting_encoder(cfg)
-work = run.keyed_dir("adapted", {
-    "adapt": adapt_cfg.fingerprint(), "encoder": cfg.encoder, "encoder_config": cfg.encoder_config,
-    "data": [cfg.data_root, cfg.preset, cfg.seed, cfg.machines]})
-history = adaptation.adapt(model, table, adapt_cfg, work, resume=True)
+# keyed by the settings, the starting weights, the training clips' content and the code
+work = run.keyed_dir("adapted", experiment.adaptation_key(run, model, adapt_cfg))
+history = training.adapt(model, table, adapt_cfg, work, resume=True)
 run.set_current("adapted", work)
+run.prune("adapted", keep=work)  # encoders adapted with older settings, data or code
 history.to_csv(out / "history.csv", index=False)
 plots.training_curves(history, path=out / "training_curves.png");
 
@@ -84,7 +85,7 @@ after = scoring.knn_scores(emb_after, table, "utt_knn_after")
 # ## Utterance kNN official score (%): log-mel floor, before and after adaptation
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# CHECK_NUMBERS
 judged = pd.concat([reference, before, after])
 summary = scoring.branch_table(judged) * 100
 summary.to_csv(out / "adaptation_summary.csv")
@@ -105,7 +106,7 @@ print(summary.round(2).to_string())
 # Nt-At) or on how the two domains' scores sit against each other (Ns-At against Nt-As).
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# CHECK_NUMBERS
 pairs = scoring.domain_pair_table(judged) * 100
 pairs.to_csv(out / "domain_pairs.csv")
 print(pairs.round(2).to_string())

@@ -28,7 +28,8 @@ run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipe
 # %%
 import json
 
-from asdlib import adaptation, encoder, experiment, features
+from asdlib import encoder, experiment, features
+from asdlib.adaptation import heads as adapted_heads
 
 run = experiment.Run.open(run_dir)
 out = run.step("02_extract")
@@ -36,12 +37,13 @@ cfg = run.config
 table = run.clip_table()
 adapted = run.current("adapted", "01_finetune")
 model = encoder.load_beats(adapted / "encoder.pt", device=cfg.resolved_device())
-heads = adaptation.load_heads(adapted / "heads.pt")
-extract_cfg = experiment.extract_config(cfg)
+heads = adapted_heads.load_heads(adapted / "heads.pt")
+extract_cfg = experiment.extract_config(cfg, head_layer=adapted_heads.heads_layer(adapted / "heads.pt"))
 
 # %%
 store = features.extract_features(table, model, heads, extract_cfg, run.work / "features")
 run.set_current("features", store.path)
+run.prune("features", keep=store.path)  # stores of older encoders, settings or code
 
 # %% [markdown]
 # ## Throughput and size of the store

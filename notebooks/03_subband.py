@@ -52,7 +52,7 @@ scoring.save_scores(scores, out / "scores.csv",
 # keep time or band structure should find them where the utterance mean washes them out.
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# CHECK_NUMBERS
 summary = scoring.branch_table(scores) * 100
 summary.to_csv(out / "branch_summary.csv")
 print(summary.round(2).to_string())

@@ -48,7 +48,7 @@ scoring.save_scores(scores, out / "scores.csv",
 # ## Official score and AUC per fault kind (%)
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# CHECK_NUMBERS
 summary = scoring.branch_table(scores) * 100
 summary.to_csv(out / "branch_summary.csv")
 print(summary.round(2).to_string())

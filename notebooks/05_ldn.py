@@ -47,7 +47,7 @@ plain = pd.read_csv(run.dir / "03_subband" / "scores.csv", dtype={"name": str})
 # ## Official metrics with and without LDN (%)
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# CHECK_NUMBERS
 pairs = [(s.branch, s.name) for s in scoring.LDN_SPECS]
 both = pd.concat([plain[plain["branch"].isin([a for a, _ in pairs])], scores])
 summary = scoring.branch_table(both, kinds=False) * 100

@@ -50,7 +50,6 @@ print(f"{scores['branch'].nunique()} branches, {len(fused)} fused rows")
 # ## Weights chosen on the development labels (frozen for evaluation)
 
 # %%
-# NBVAL_CHECK_OUTPUT
 weights = pd.DataFrame(fusion_config.weights).T
 print(weights.to_string(na_rep=""))
 
@@ -58,7 +57,7 @@ print(weights.to_string(na_rep=""))
 # ## Official score: dev-selected weights vs leave-one-machine-out
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# CHECK_NUMBERS
 summary = (fused.groupby(["system", "selection"])
            .apply(lambda g: fusion.official_of(g), include_groups=False)
            .unstack("selection") * 100)
@@ -67,17 +66,14 @@ print(summary.round(2).to_string())
 
 # %% [markdown]
 # ## Submission files
-# Official format, one folder per system: `anomaly_score_<machine>_section_00_test.csv` and
-# `decision_result_<machine>_section_00_test.csv` (1 above the 90th percentile of the
+# Official format, one folder per system: `anomaly_score_<machine>_section_<nn>_test.csv` and
+# `decision_result_<machine>_section_<nn>_test.csv`, one pair per machine and section (1 above the 90th percentile of the
 # fused bank self-scores).
 
 # %%
 dev = fused[fused["selection"] == "dev"]
 for system, rows in dev.groupby("system"):
-    folder = out / "submission" / system.replace(" ", "_").lower()
-    for machine, m in rows.groupby("machine"):
-        metrics.write_submission(folder, machine, m["name"].tolist(), m["score"].to_numpy(),
-                                 m["decision"].to_numpy())
+    metrics.write_submissions(out / "submission" / system.replace(" ", "_").lower(), rows)
 print(sorted(p.name for p in (out / "submission").iterdir()))
 
 # %% [markdown]

@@ -52,14 +52,13 @@ results.flatten(table).to_csv(out / "table1.csv", index=False)
 # leave-one-machine-out (LOMO) estimate
 
 # %%
-# NBVAL_CHECK_OUTPUT
 print(metrics.table_markdown(ours.join(floor), **results.TABLE1_MARKDOWN))
 
 # %% [markdown]
 # ## Overall official score of each system (%)
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# CHECK_NUMBERS
 print(results.overall_row(table).round(2).to_string())
 
 # %% [markdown]

@@ -29,7 +29,9 @@ with seeds 1 and 2 (`asdlib.synth.generate_dataset`, generator version 2): 1,540
 6 s. The evaluation data is seed 0. No labels, no anomalous clip, no seed-0 clip is used.
 Init ``build_beats("small", seed=0)``, 16 epochs, AdamW lr 1e-3, batch 16 crops of 2 s:
 about 4 min on 2 idle CPU cores (+ 2 x 1 min to generate the data); deterministic for a
-fixed thread count (2 made the asset).
+fixed thread count (2 made the asset). The asset was made before this script dropped an
+unused contrastive head and switched to the shared `random_gain` (float64 gains): both
+change random draws, so a rerun now gives an equivalent encoder, not the same bytes.
 
 Usage::
 
@@ -49,10 +51,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from asdlib import adaptation as A
+from asdlib.adaptation import training
+from asdlib.adaptation import small_encoder as small
+from asdlib.audio import CHANNELS, SAMPLE_RATE
 from asdlib.data import scan_dataset
 from asdlib.encoder import build_beats, load_beats, save_beats
 
@@ -73,20 +76,10 @@ class _Masker:
         return torch.where(self.mask[..., None], self.vector.to(output.dtype), output)
 
 
-def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """SimCLR loss of two views (B, E), (B, E): row i of a and b are the positive pair."""
-    z = F.normalize(torch.cat([a, b]), dim=1)
-    sim = z @ z.t() / temperature
-    sim.fill_diagonal_(float("-inf"))
-    n = len(a)
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
-    return F.cross_entropy(sim, target)
-
-
 def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str = "small",
                    epochs: int = 12, batch_size: int = 16, lr: float = 1e-3,
                    weight_decay: float = 0.01, mask_ratio: float = 0.6,
-                   crop_seconds: float = 2.0, contrastive_weight: float = 0.0,
+                   crop_seconds: float = 2.0,
                    mae_weight: float = 1.0, summary_weight: float = 0.0, gain_db: float = 0.0,
                    zero_mean: bool = False, visible_weight: float = 0.0, seed: int = 0,
                    num_threads: int | None = None, channel: str = "near",
@@ -95,16 +88,13 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
     training clips under ``roots`` -> per-epoch history; writes the float16 checkpoint to
     ``out_path``.
 
-    Loss = mae_weight * masked-patch MSE + contrastive_weight * NT-Xent between two random
-    crops of each clip (mean of the final-layer tokens -> MLP projection), so that the
-    utterance vector keeps what is constant within a clip and differs between clips,
-    + summary_weight * MSE of a linear read-out of that mean token against the crop's mean
+    Loss = mae_weight * masked-patch MSE + summary_weight * MSE of a linear read-out of that mean token against the crop's mean
     normalised fbank (128,): BEATs' bias-free patch embedding followed by a per-token
     LayerNorm hides each patch's level, and this term makes the utterance vector carry the
     band levels again; + visible_weight * the same patch MSE on the unmasked tokens.
     gain_db: random gain per crop (targets are level-free either way: each crop's mean is
     subtracted). zero_mean: patch filters projected to zero mean at init and every step.
-    channel: "near" | "far" | "both", as `adaptation.load_training_waves` (both: each clip
+    channel: "near" | "far" | "both", as `asdlib.adaptation.training.load_training_waves` (both: each clip
     gives two examples; doubling the corpus this way lowered the utterance kNN: README).
     AdamW, 5 % warm-up + cosine, random crops of ``crop_seconds``; crops and token masks are
     drawn from a generator seeded by (seed, epoch). Deterministic on CPU for fixed threads.
@@ -113,45 +103,40 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
         torch.set_num_threads(num_threads)
     waves: list[np.ndarray] = []
     for root in roots:
-        rows = A.training_rows(scan_dataset(root))
-        waves += A.load_training_waves(rows, channel)[0]
+        rows = training.training_rows(scan_dataset(root))
+        waves += training.load_training_waves(rows, channel)[0]
     model = build_beats(config, seed=seed)
     if zero_mean:
-        A.zero_mean_patch_filters(model)
+        small.zero_mean_patch_filters(model)
     torch.manual_seed(seed)
     dim = model.cfg.encoder_embed_dim
     masker = _Masker(dim)
     front = model.post_extract_proj if model.post_extract_proj is not None else model.layer_norm
     hook = front.register_forward_hook(masker)
     predictor = nn.Linear(dim, PATCH * PATCH)
-    projector = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 128))
     summary = nn.Linear(dim, 128)
     params = [p for p in model.parameters()] + [masker.vector] + list(predictor.parameters()) \
-        + list(projector.parameters()) + list(summary.parameters())
+        + list(summary.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
     steps = math.ceil(len(waves) / batch_size)
     total = steps * epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, A._lr_lambda(total, max(1, int(0.05 * total)), 0.01))
-    crop = int(crop_seconds * A.SAMPLE_RATE)
+        opt, training.lr_schedule(total, max(1, int(0.05 * total)), 0.01))
+    crop = int(crop_seconds * SAMPLE_RATE)
     history = []
     model.train()
     for epoch in range(epochs):
-        rng = A._seed_epoch(seed, epoch)
+        rng = training.seed_epoch(seed, epoch)
         order = rng.permutation(len(waves))
         t0, loss_sum = time.perf_counter(), 0.0
         for step in range(steps):
             idx = order[step * batch_size: (step + 1) * batch_size]
-            wav, pad = A._crop_batch(waves, idx, crop, rng)
-            if contrastive_weight:
-                wav2, pad2 = A._crop_batch(waves, idx, crop, rng)
-                wav, pad = torch.cat([wav, wav2]), torch.cat([pad, pad2])
+            wav, pad = training.crop_batch(waves, idx, crop, rng)
             if pad.any():
                 raise ValueError("pre-training expects clips at least crop_seconds long")
             if gain_db:
-                g = torch.from_numpy(rng.uniform(-gain_db, gain_db, size=(len(wav), 1))).float()
-                wav = wav * (10 ** (g / 20))
-            target = A.fbank_patches(model, wav).flatten(1, 2)  # (B, L, 256), level-free
+                wav = small.random_gain(wav, gain_db, rng)
+            target = small.fbank_patches(model, wav).flatten(1, 2)  # (B, L, 256), level-free
             b, n_tok = target.shape[:2]
             mask = torch.from_numpy(rng.random((b, n_tok)) < mask_ratio)
             masker.mask = mask if mae_weight else None
@@ -164,18 +149,15 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
                 if visible_weight:
                     loss = loss + visible_weight * (err * ~mask).sum() / (~mask).sum().clamp_min(1)
             if summary_weight:
-                level = A.mean_spectrum(target.reshape(b, n_tok // 8, 8, PATCH * PATCH))
+                level = small.mean_spectrum(target.reshape(b, n_tok // 8, 8, PATCH * PATCH))
                 loss = loss + summary_weight * ((summary(tokens.mean(1)) - level) ** 2).mean()
-            if contrastive_weight:
-                z = projector(tokens.mean(1))
-                loss = loss + contrastive_weight * nt_xent(z[: len(idx)], z[len(idx):])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
             sched.step()
             if zero_mean:
-                A.zero_mean_patch_filters(model)
+                small.zero_mean_patch_filters(model)
             loss_sum += float(loss.detach()) * len(idx)
         history.append({"epoch": epoch + 1, "examples": len(waves),
                         "loss": loss_sum / len(waves), "seconds": time.perf_counter() - t0})
@@ -195,19 +177,18 @@ def pretrain_small(roots: list[str | Path], out_path: str | Path, *, config: str
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/pretrain_small", help="synthetic data folder")
-    ap.add_argument("--out", default=str(A.SMALL_ASSET))
+    ap.add_argument("--out", default=str(small.SMALL_ASSET))
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--mask-ratio", type=float, default=0.6)
     ap.add_argument("--mae", type=float, default=1.0, help="weight of the masked-patch loss")
-    ap.add_argument("--contrastive", type=float, default=0.0, help="weight of NT-Xent")
     ap.add_argument("--summary", type=float, default=10.0, help="weight of the level read-out")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--gain-db", type=float, default=6.0, help="random gain range (dB)")
     ap.add_argument("--no-zero-mean", dest="zero_mean", action="store_false",
                     help="let patch filters have a mean (they carry the patch level then)")
-    ap.add_argument("--channel", default="near", choices=A.CHANNELS,
+    ap.add_argument("--channel", default="near", choices=CHANNELS,
                     help="microphone(s) whose clips form the pre-training corpus")
     ap.add_argument("--visible", type=float, default=1.0,
                     help="weight of reconstructing the visible (unmasked) patches")
@@ -217,7 +198,7 @@ def main(argv=None) -> None:
     roots = [ensure_dataset(Path(args.work) / f"demo_seed{s}", "demo", seed=s) for s in args.seeds]
     hist = pretrain_small(roots, args.out, epochs=args.epochs, lr=args.lr,
                           mask_ratio=args.mask_ratio, num_threads=args.threads,
-                          mae_weight=args.mae, contrastive_weight=args.contrastive,
+                          mae_weight=args.mae,
                           summary_weight=args.summary, gain_db=args.gain_db,
                           zero_mean=args.zero_mean, visible_weight=args.visible,
                           channel=args.channel)
@@ -229,7 +210,7 @@ def main(argv=None) -> None:
          "generator_version": GENERATOR_VERSION, "config": "small", "init_seed": 0,
          "threads": torch.get_num_threads(),
          "epochs": args.epochs, "lr": args.lr, "mask_ratio": args.mask_ratio,
-         "mae_weight": args.mae, "contrastive_weight": args.contrastive,
+         "mae_weight": args.mae,
          "summary_weight": args.summary, "gain_db": args.gain_db, "zero_mean": args.zero_mean,
          "visible_weight": args.visible, "channel": args.channel,
          "history": hist}, indent=1))

@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from asdlib.audio import AudioError
 from asdlib.data import (CLIP_TABLE_COLUMNS, MANIFEST_COLUMNS, ClipName, DatasetError,
                          ManifestMismatch, attribute_pairs, build_manifest, normalize_attributes,
                          parse_clip_name, read_anomaly_kinds, read_manifest, scan_dataset,
@@ -339,8 +338,22 @@ def test_build_manifest_rejects_a_truncated_clip(tmp_path):
     table = scan_dataset(root)
     cut = machine_dir / "train" / TRAIN[0]
     cut.write_bytes(cut.read_bytes()[:100])
-    with pytest.raises(AudioError, match="truncated"):
+    with pytest.raises(DatasetError, match="(?s)1 of .* clip.*truncated"):
         build_manifest(table, root)
+
+
+def test_build_manifest_reports_every_bad_clip_at_once(tmp_path):
+    root = tmp_path / "data"
+    machine_dir = make_machine(root, "fan")
+    table = scan_dataset(root)
+    bad = [machine_dir / "train" / TRAIN[0], machine_dir / "train" / TRAIN[1]]
+    bad[0].write_bytes(bad[0].read_bytes()[:100])
+    bad[1].write_bytes(b"RIFF not really a wav")
+    with pytest.raises(DatasetError) as err:
+        build_manifest(table, root)
+    message = str(err.value)
+    assert message.startswith("2 of ")
+    assert all(p.name in message for p in bad)
 
 
 def test_read_manifest_missing_file(tmp_path):

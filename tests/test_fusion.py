@@ -71,11 +71,30 @@ def test_select_weights_finds_the_informative_branch():
 
 def test_leave_one_machine_out_never_sees_the_scored_machine():
     cal = fusion.calibrate(_scores(seed=2))
-    test, used = fusion.leave_one_machine_out(cal, ["good", "noise"])
+    test, bank, used = fusion.leave_one_machine_out(cal, ["good", "noise"])
     assert set(used) == {"m1", "m2", "m3"}
     # the weights used on m1 are exactly those selected without m1
     assert used["m1"] == fusion.select_weights(cal[cal["machine"] != "m1"], ["good", "noise"])
-    assert len(test) == 3 * 40
+    assert len(test) == 3 * 40 and len(bank) == 3 * 30
+
+
+def test_lomo_decisions_use_the_left_out_machines_own_weights():
+    """A machine's LOMO threshold comes from its bank fused with its own LOMO weights (on
+    this data m2's LOMO weights differ from the dev ones, and so do 10 of its decisions)."""
+    branches = ["good", "weak", "noise"]
+    cal = fusion.calibrate(_scores(seed=0, strength={"good": 1.0, "weak": 0.8, "noise": 0.0}))
+    fused, config = fusion.run_systems(cal, {"S": branches})
+    honest = fused[fused["selection"] == "lomo"].set_index(["machine", "name"])
+    _, _, used = fusion.leave_one_machine_out(cal, branches)
+    assert used["m2"] != config.weights["S"]
+    for machine, weights in used.items():
+        test, bank = fusion.fuse(cal[cal["machine"] == machine], weights)
+        expect = fusion.decisions(test, bank).to_numpy()
+        got = honest.loc[[(machine, n) for n in test["name"]], "decision"].to_numpy()
+        np.testing.assert_array_equal(got, expect)
+        _, dev_bank = fusion.fuse(cal[cal["machine"] == machine], config.weights["S"])
+        if machine == "m2":
+            assert (fusion.decisions(test, dev_bank).to_numpy() != expect).sum() == 10
 
 
 def test_decisions_at_bank_percentile():

@@ -410,3 +410,18 @@ def test_fast_auc_equals_sklearn_with_ties():
         ref = machine_metrics(y.astype(int), s, t.astype(int))
         assert fast_machine_metrics(y, s, t) == pytest.approx(
             (ref["auc_s"], ref["auc_t"], ref["pauc"]), abs=1e-12)
+
+
+def test_sections_are_written_to_their_own_files(tmp_path):
+    names = [f"section_{s}_{i:04d}.wav" for s in ("00", "01") for i in range(3)]
+    fused = pd.DataFrame({"machine": "fan", "name": names, "score": np.arange(6.0),
+                          "decision": [0, 1] * 3})
+    paths = metrics.write_submissions(tmp_path, fused)
+    assert sorted(p.name for p in paths) == [
+        "anomaly_score_fan_section_00_test.csv", "anomaly_score_fan_section_01_test.csv",
+        "decision_result_fan_section_00_test.csv", "decision_result_fan_section_01_test.csv"]
+    for section in ("00", "01"):
+        back = metrics.read_submission(tmp_path, "fan", section)
+        assert back["name"].str.startswith(f"section_{section}_").all() and len(back) == 3
+    with pytest.raises(metrics.SubmissionError, match="another section"):
+        metrics.write_submission(tmp_path, "fan", names, np.arange(6.0))

@@ -63,3 +63,10 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", ci, re.M)
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make run" in readme
+
+
+def test_tests_never_skip_a_broken_import_of_the_project():
+    """A broken asdlib import must fail the suite, not skip tests."""
+    offenders = [p.name for p in (ROOT / "tests").glob("*.py")
+                 if re.search(r"importorskip\(\s*['\"]asdlib", p.read_text())]
+    assert not offenders

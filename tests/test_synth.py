@@ -148,7 +148,8 @@ def test_ground_truth_kinds(tiny):
 
 def test_scan_by_asdlib_data(tiny):
     """The dataset passes the project's own layout validation."""
-    data = pytest.importorskip("asdlib.data")
+    from asdlib import data
+
     table = data.scan_dataset(tiny)
     assert len(table) == 7 * synth.PRESETS["tiny"].clips_per_machine
     assert set(data.read_anomaly_kinds(tiny, "fan")) == {"normal", *synth.KINDS}
@@ -266,9 +267,42 @@ def test_older_generator_version_is_regenerated(mini, tmp_path):
     assert _hashes(root) == reference
 
 
-def test_manifest_hook_not_wired_yet(mini):
-    with pytest.raises(NotImplementedError):
-        synth.ensure_dataset(mini, MINI, seed=0, manifest=mini / "manifest.csv")
+def test_ensure_dataset_checks_a_manifest(mini, tmp_path):
+    """The finished files must match the manifest byte for byte; a changed clip is named."""
+    from asdlib import data
+
+    table = data.scan_dataset(mini)
+    manifest_path = tmp_path / "manifest.csv"
+    data.write_manifest(data.build_manifest(table, mini), manifest_path)
+    assert synth.ensure_dataset(mini, MINI, seed=0, machines=MINI_MACHINES,
+                                manifest=manifest_path, progress=False) == mini
+    clip = Path(table["path"].iloc[0])
+    original = clip.read_bytes()
+    try:
+        clip.write_bytes(original[:-2] + bytes([original[-2] ^ 1, original[-1]]))
+        with pytest.raises(data.ManifestMismatch, match=clip.name):
+            synth.ensure_dataset(mini, MINI, seed=0, machines=MINI_MACHINES,
+                                 manifest=manifest_path, progress=False)
+    finally:
+        clip.write_bytes(original)
+
+
+def test_variants_shift_faults_and_keep_the_default(tmp_path):
+    """The default variant renders exactly what the generator rendered before variants;
+    "shifted" draws from the same seed with other fault settings, and a folder of one
+    variant refuses another."""
+    spec = next(s for s in synth.clip_plan(MINI, ["fan"]) if s.kind == "transient")
+    default = synth.render_clip(spec, MINI, seed=3)
+    again = synth.render_clip(spec, MINI, seed=3, variant="default")
+    np.testing.assert_array_equal(default.near, again.near)
+    shifted = synth.render_clip(spec, MINI, seed=3, variant="shifted")
+    assert not np.allclose(default.near, shifted.near)
+    root = synth.generate_dataset(tmp_path / "s", MINI, seed=0, machines=["fan"],
+                                  progress=False, variant="shifted", workers=1)
+    with pytest.raises(synth.SynthError, match="variant"):
+        synth.ensure_dataset(root, MINI, seed=0, machines=["fan"], progress=False)
+    with pytest.raises(ValueError, match="unknown variant"):
+        synth.resolve_variant("louder")
 
 
 def test_seed_uses_stable_hash():
@@ -293,7 +327,8 @@ def _band_frames(x: np.ndarray, n_fft: int = 1024, hop: int = 512, n_bands: int 
 def test_anomalies_are_detectable(tiny):
     """A plain max-over-time band-energy deviation from the training statistics (near
     channel) separates transient and narrowband faults from normal clips, per machine."""
-    roc_auc_score = pytest.importorskip("sklearn.metrics").roc_auc_score
+    from sklearn.metrics import roc_auc_score
+
     raw = _raw(tiny)
     aucs: dict[str, list[float]] = {"transient": [], "narrowband": []}
     for machine in synth.MACHINES:
@@ -317,13 +352,19 @@ def test_anomalies_are_detectable(tiny):
 
 
 def test_concurrent_generation_refused(mini):
-    lock = mini / ".synth.lock"
-    lock.write_text("1")  # pid 1 is alive: someone else is generating
+    import json
+    import socket
+
+    from asdlib import locking
+
+    lock = mini / synth.LOCK_FILE
+    lock.write_text(json.dumps({"pid": 1, "host": socket.gethostname(), "started": "then",
+                                "command": "another generator"}))  # pid 1 is alive
     try:
-        with pytest.raises(synth.SynthError, match="another process"):
+        with pytest.raises(locking.LockHeld, match="in use by pid 1"):
             synth.generate_dataset(mini, MINI, seed=0, machines=MINI_MACHINES, progress=False)
     finally:
         lock.unlink()
-    lock.write_text("999999999")  # a dead generator's lock is taken over
+    lock.write_text(json.dumps({"pid": 999999999, "host": socket.gethostname()}))
     synth.generate_dataset(mini, MINI, seed=0, machines=MINI_MACHINES, progress=False)
-    assert not lock.exists()
+    assert not lock.exists()  # a dead generator's lock was taken over, then released

@@ -1,0 +1,88 @@
+"""Checks of a run's options before anything runs: every problem at once, nothing written.
+
+`validate` is what `asdlib.pipeline` calls before it takes the run's lock: a missing GPU,
+a checkpoint that is no BEATs checkpoint, a fusion file that is not one, a data root
+without the DCASE layout or an unknown machine each cost no work and no earlier result.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from asdlib.experiment import CHANNELS, RECIPES, RunConfig
+
+
+def validate(config: RunConfig) -> list[str]:
+    """Every problem with a run's options, one line each (empty = runnable), checked before
+    the first step so that a bad option costs no work and no earlier result."""
+    from asdlib import devices, synth
+
+    problems = []
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", config.run or ""):
+        problems.append(f"--run {config.run!r}: use letters, digits, '.', '_' and '-'")
+    if config.preset not in synth.PRESETS:
+        problems.append(f"--preset {config.preset!r}: one of {sorted(synth.PRESETS)}")
+    if config.channel not in CHANNELS:
+        problems.append(f"--channel {config.channel!r}: one of {CHANNELS}")
+    if config.recipe not in RECIPES:
+        problems.append(f"--recipe {config.recipe!r}: one of {RECIPES}")
+    if config.num_threads < 0:
+        problems.append(f"--threads {config.num_threads}: must be >= 0")
+    if config.seed < 0:
+        problems.append(f"--seed {config.seed}: must be >= 0")
+    problem = devices.device_problem(config.device)
+    if problem:
+        problems.append(f"--device: {problem}")
+    if config.encoder:
+        from asdlib import encoder
+
+        path = Path(config.encoder).expanduser()
+        if not path.is_file():
+            problems.append(f"--encoder {config.encoder}: no such file")
+        else:
+            try:
+                encoder.load_beats(path, device="cpu")
+            except encoder.CheckpointError as exc:
+                problems.append(f"--encoder {config.encoder}: {exc}")
+    else:
+        from asdlib.encoder import CONFIGS
+
+        if config.encoder_config not in CONFIGS:
+            problems.append(f"--encoder-config {config.encoder_config!r}: one of "
+                            f"{sorted(CONFIGS)}")
+    if config.fusion_config:
+        from asdlib.fusion import FusionConfig, SYSTEMS
+
+        path = Path(config.fusion_config).expanduser()
+        if not path.is_file():
+            problems.append(f"--fusion-config {config.fusion_config}: no such file")
+        else:
+            try:
+                frozen = FusionConfig.load(path)
+                missing = sorted(set(SYSTEMS) - set(frozen.weights))
+                if missing:
+                    problems.append(f"--fusion-config {config.fusion_config}: no weights for {missing}")
+            except (ValueError, TypeError, KeyError) as exc:
+                problems.append(f"--fusion-config {config.fusion_config}: not a fusion config "
+                                f"written by 06_fusion ({exc})")
+    if config.data_root:
+        from asdlib import data
+
+        root = Path(config.data_root).expanduser()
+        if not root.is_dir():
+            problems.append(f"--data-root {config.data_root}: no such folder")
+        else:
+            try:
+                found = data.list_machines(root, "dev")
+            except data.DatasetError as exc:
+                problems.append(f"--data-root: {exc}")
+            else:
+                unknown = sorted(set(config.machines or []) - set(found))
+                if unknown:
+                    problems.append(f"--machines {unknown}: not under {root} (found: {found})")
+    elif config.machines:
+        unknown = sorted(set(config.machines) - set(synth.MACHINES))
+        if unknown:
+            problems.append(f"--machines {unknown}: the synthetic dataset has {list(synth.MACHINES)}")
+    return problems
