@@ -202,13 +202,15 @@ def prepare(config: RunConfig, run_dir: Path, log=print) -> str:
     run = experiment.Run(run_dir, config)
     cache = run.hash_cache()
     root = experiment.dataset_root(config, hashes=cache.sha256)
+    cache.hits = cache.misses = 0  # count the scan's own look-ups
     table, manifest, notices = experiment.scan(config, root, hashes=cache.sha256)
     cache.save()
     from asdlib import data
 
     data_key = data.manifest_key(manifest)
     log(f"data: {len(manifest)} clips of {table['machine'].nunique()} machine(s) under {root} "
-        f"(key {data_key[:12]}; {cache.misses} file(s) hashed, {cache.hits} unchanged)")
+        f"(key {data_key[:12]}; {cache.misses} file(s) hashed, {cache.hits} unchanged since "
+        "the last scan)")
     for notice in notices:
         log(f"notice: {notice}")
     atomic.write_text(run_dir / "config.json", config.to_json())
