@@ -1,14 +1,17 @@
 """Scoring branches: one interface for every view of SPEC section 5.
 
 ```python
-branch = make_branch("fine_broad", k_ldn=16)   # params (with defaults) in branch.params
+branch = make_branch("fine_broad", k_ldn=16)   # typed parameters: branch.config / .params
 branch.fit(bank)                               # ClipFeatures of the normal train clips
 res = branch.score(test)                       # BranchResult(scores (M,), maps, params)
 self_scores = branch.self_scores()             # (N,) leave-one-out over the bank
 ```
 
-Scores: higher = more anomalous. Distances are cosine (``1 - cos``) on L2-normalised
-float32 vectors, searched exactly with faiss (``asdlib.knn``). Every branch takes
+Scores: higher = more anomalous. Distances (``metric``) are cosine (``1 - cos`` on
+L2-normalised float32 vectors) or Euclidean (on the vectors as given, keeping a token's
+scale), searched exactly with faiss (``asdlib.knn``). Each branch's parameters are one
+frozen dataclass (`KnnParams`, `MultiViewParams`, `FineBroadParams`,
+`FineSelectiveParams`): every default is defined there once. Every branch takes
 
 - ``domain``: ``"union"`` (one bank of source + target clips) or ``"separate"``: one
   bank per domain; each domain's score is z-normalised with the mean / std of that
@@ -17,7 +20,11 @@ float32 vectors, searched exactly with faiss (``asdlib.knn``). Every branch take
   same minimum, with the clip's own domain scored leave-one-out.
 - ``ldn``, ``k_ldn`` (K), ``eps``, ``k_candidates`` (k'): local-density normalisation
   (``asdlib.ldn``); off by default on the clip-level branches (exact minimum over the
-  bank when on), always on by default in the fine-grained branches (k' candidates).
+  bank when on), always on by default in the fine-grained branches (k' candidates). K is
+  capped at half the smallest domain's bank size (`asdlib.ldn.capped_k`).
+- ``metric``: "cosine" (clip-level default, the report's) or "euclidean" (fine-grained
+  default: measured on the tuning data, a short event inside a patch raises the token's
+  spread, which a cosine divides out).
 - ``batch_size``, ``backend`` ("faiss" | "torch"), ``device``: search settings.
 
 Branches (``BRANCHES``):
@@ -33,6 +40,10 @@ Branches (``BRANCHES``):
 | subband3 | mean, max, ``band_att`` views (8, D) | as adabeam over three views |
 | fine_broad | every valid token (T', 8, D) | each token vs all bank tokens of its band (LDN); mean of the top ``q`` % tokens |
 | fine_selective | as fine_broad | max over time per band, mean over bands (``mode="band_max"``) or mean of the top ``topk`` tokens |
+
+Which encoder layer a branch reads is chosen where its features are loaded
+(`asdlib.scoring.BranchSpec.layer`): the fine-grained branches read the patch embedding
+before its LayerNorm (``"embed"``), the others the final layer.
 
 The fine branches keep a localisation map ``(T', 8)`` per clip (the calibrated distance
 of each token, NaN on padded time patches). ``fine_broad`` and ``fine_selective`` fitted
@@ -52,6 +63,7 @@ None = all). Measured times: benchmarks/bench_branches.py.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import weakref
 from collections import OrderedDict
@@ -60,8 +72,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from asdlib.features import ClipFeatures
-from asdlib.knn import greedy_coreset, knn_search, knn_self, l2_normalize
-from asdlib.ldn import density_from_distances, ldn_from_candidates, ldn_scores
+from asdlib.knn import METRICS, as_float32, greedy_coreset, knn_search, knn_self
+from asdlib.ldn import capped_k, density_from_distances, ldn_from_candidates, ldn_scores
 
 N_BANDS = 8
 
@@ -80,6 +92,112 @@ class BranchResult:
     maps: np.ndarray | None
     params: dict
     name: str = ""
+
+
+# ----------------------------------------------------------------------------- parameters
+
+@dataclass(frozen=True)
+class KnnParams:
+    """Parameters of the clip-level branches (utt_knn, asp_knn, band_knn, beam_mean, beam_max).
+
+    domain: "union" | "separate" (module docstring). metric: "cosine" | "euclidean".
+    ldn / k_ldn / eps / k_candidates: local-density normalisation (`asdlib.ldn`); K capped
+    by the smallest domain. batch_size / backend ("faiss" | "torch") / device: the search.
+    """
+
+    domain: str = "union"
+    metric: str = "cosine"
+    ldn: bool = False
+    k_ldn: int = 16
+    eps: float = 1e-3
+    k_candidates: int | None = None
+    batch_size: int = 8192
+    backend: str = "faiss"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.domain not in ("union", "separate"):
+            raise ValueError(f"domain must be 'union' or 'separate', got {self.domain!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if self.backend not in ("faiss", "torch"):
+            raise ValueError(f"backend must be 'faiss' or 'torch', got {self.backend!r}")
+        if self.k_ldn < 1 or (self.k_candidates is not None and self.k_candidates < 1):
+            raise ValueError("k_ldn and k_candidates must be >= 1")
+
+    def search(self) -> dict:
+        """The keyword arguments of `asdlib.knn` searches."""
+        return dict(batch_size=self.batch_size, backend=self.backend, device=self.device,
+                    metric=self.metric)
+
+
+@dataclass(frozen=True)
+class MultiViewParams(KnnParams):
+    """adabeam / subband3: `KnnParams` and how the calibrated streams combine ("mean" | "max")."""
+
+    combine: str = "mean"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.combine not in ("mean", "max"):
+            raise ValueError(f"combine must be 'mean' or 'max', got {self.combine!r}")
+
+
+@dataclass(frozen=True)
+class FineParams(KnnParams):
+    """The fine-grained scorer (`FinePatchScorer`): `KnnParams` with the fine defaults
+    (Euclidean, LDN on, k' = 32 candidates) and the bank options: ``coreset`` (fraction of
+    the source tokens kept per band by greedy k-centre on a ``coreset_proj``-dim random
+    projection, ``seed``) and ``n_self`` (clips that get self maps when those need their own
+    search; None = all)."""
+
+    metric: str = "euclidean"
+    ldn: bool = True
+    k_candidates: int | None = 32
+    coreset: float | None = None
+    coreset_proj: int | None = 64
+    seed: int = 0
+    n_self: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.coreset is not None and not 0 < self.coreset <= 1:
+            raise ValueError(f"coreset must be a fraction in (0, 1] or None, got {self.coreset}")
+        if self.n_self is not None and self.n_self < 2:
+            raise ValueError("n_self must be >= 2 or None")
+
+    def scorer(self) -> "FineParams":
+        """Only the fields that change the token maps (two aggregations share a scorer)."""
+        return FineParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(FineParams)})
+
+
+@dataclass(frozen=True)
+class FineBroadParams(FineParams):
+    """fine_broad: `FineParams` and ``q``, the top percentage of tokens averaged (100: all).
+    q = 10 was chosen on the tuning data (demo seed 0; docs/EXPERIMENTS.md)."""
+
+    q: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.q <= 100:
+            raise ValueError(f"q must be in (0, 100], got {self.q}")
+
+
+@dataclass(frozen=True)
+class FineSelectiveParams(FineParams):
+    """fine_selective: `FineParams` and the aggregation: "band_max" (max over time in each
+    band, mean over bands) or "topk" (mean of the ``topk`` largest tokens)."""
+
+    mode: str = "band_max"
+    topk: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in ("band_max", "topk"):
+            raise ValueError(f"mode must be 'band_max' or 'topk', got {self.mode!r}")
+        if self.topk < 1:
+            raise ValueError("topk must be >= 1")
 
 
 # ----------------------------------------------------------------------------- descriptors
@@ -105,10 +223,11 @@ def band_pool(feats: ClipFeatures, how: str) -> np.ndarray:
     return out
 
 
-def _normalize_views(desc: np.ndarray) -> np.ndarray:
-    """(N, V, E) -> (V, N, E) float32, every (clip, view) vector L2-normalised."""
+def _views(desc: np.ndarray, metric: str) -> np.ndarray:
+    """(N, V, E) -> (V, N, E) float32, every (clip, view) vector L2-normalised for cosine."""
     n, v, e = desc.shape
-    return l2_normalize(desc.reshape(n * v, e)).reshape(n, v, e).transpose(1, 0, 2).copy()
+    flat = as_float32(desc.reshape(n * v, e), normalize=metric == "cosine")
+    return flat.reshape(n, v, e).transpose(1, 0, 2).copy()
 
 
 def _view_utt(f: ClipFeatures) -> np.ndarray:
@@ -126,7 +245,7 @@ def _view_band_flat(f: ClipFeatures) -> np.ndarray:
     # 1 - cos(concat) = mean over bands of (1 - cos_band); every band weighs the same.
     pooled = band_pool(f, "mean")
     n, b, d = pooled.shape
-    flat = l2_normalize(pooled.reshape(n * b, d)).reshape(n, b * d) / np.sqrt(b)
+    flat = as_float32(pooled.reshape(n * b, d), normalize=True).reshape(n, b * d) / np.sqrt(b)
     return flat[:, None, :]
 
 
@@ -156,10 +275,6 @@ def _z_stats(self_scores: np.ndarray) -> tuple[float, float]:
     return float(s.mean()), sd if sd > 1e-12 else 1.0
 
 
-def _search_kw(p: dict) -> dict:
-    return dict(batch_size=p["batch_size"], backend=p["backend"], device=p["device"])
-
-
 def _fingerprint(f: ClipFeatures) -> str:
     """Content hash of a ClipFeatures (shape, names, domains, n_time, a strided token sample)."""
     h = hashlib.sha1()
@@ -181,34 +296,33 @@ class _VectorCore:
     """Per-view nearest-bank-clip matching of clip descriptors.
 
     desc (N, V, E): view v of a query is matched against view v of the bank clips; the
-    V per-view distances (raw, or LDN ratios) are averaged.
+    V per-view distances (raw, or LDN ratios) are averaged. ``domains`` (N,): the bank
+    clips' domains, which cap LDN's K.
     """
 
-    def __init__(self, desc: np.ndarray, p: dict):
+    def __init__(self, desc: np.ndarray, p: KnnParams, domains):
         self.p = p
-        self.bank = _normalize_views(np.asarray(desc, dtype=np.float32))       # (V, N, E)
-        self.rho = None
-        if p["ldn"]:
-            kw = _search_kw(p)
-            self.rho = [self._density(v, kw) for v in self.bank]
+        self.bank = _views(np.asarray(desc, dtype=np.float32), p.metric)       # (V, N, E)
+        self.k = capped_k(p.k_ldn, domains)
+        self.rho = [self._density(v) for v in self.bank] if p.ldn else None
 
-    def _density(self, bank_v: np.ndarray, kw: dict) -> np.ndarray:
-        dist, _ = knn_self(bank_v, self.p["k_ldn"], normalize=False, **kw)
-        return density_from_distances(dist, self.p["k_ldn"])
+    def _density(self, bank_v: np.ndarray) -> np.ndarray:
+        dist, _ = knn_self(bank_v, self.k, normalize=False, **self.p.search())
+        return density_from_distances(dist, self.k)
 
     def _match(self, q: np.ndarray, v: int, loo: bool) -> np.ndarray:
-        p, kw = self.p, _search_kw(self.p)
+        p = self.p
         g = np.arange(len(self.bank[v])) if loo else None
-        if p["ldn"]:
-            s, _ = ldn_scores(q, self.bank[v], self.rho[v], p["eps"], p["k_candidates"],
-                              g, g, normalize=False, **kw)
+        if p.ldn:
+            s, _ = ldn_scores(q, self.bank[v], self.rho[v], p.eps, p.k_candidates,
+                              g, g, normalize=False, **p.search())
             return s
-        dist, _ = knn_search(q, self.bank[v], 1, g, g, normalize=False, **kw)
+        dist, _ = knn_search(q, self.bank[v], 1, g, g, normalize=False, **p.search())
         return dist[:, 0]
 
     def score(self, desc: np.ndarray) -> np.ndarray:
         """desc (M, V, E) -> (M,) mean over views of the per-view match score."""
-        q = _normalize_views(np.asarray(desc, dtype=np.float32))
+        q = _views(np.asarray(desc, dtype=np.float32), self.p.metric)
         return np.mean([self._match(q[v], v, False) for v in range(len(q))], axis=0).astype(np.float32)
 
     def self_scores(self) -> np.ndarray:
@@ -226,8 +340,10 @@ class FinePatchScorer:
     For band b the bank is every valid token of band b of every bank clip (any time);
     a test token of band b is scored ``min_j d(x, r_j) / (eps + rho_j)`` over its
     ``k_candidates`` nearest bank tokens of band b (``None``: over all of them), with
-    ``rho_j`` the mean distance of r_j to its ``k_ldn`` nearest bank tokens of other clips.
-    ``ldn=False`` scores the raw nearest distance instead.
+    ``rho_j`` the mean distance of r_j to its K nearest bank tokens of other clips (K =
+    ``k_ldn``, capped by the smallest domain's token count). ``ldn=False`` scores the raw
+    nearest distance instead. ``metric``: cosine on L2-normalised tokens, or Euclidean on
+    the tokens as stored.
 
     Self maps (leave-one-out): each bank clip's tokens against the bank tokens of the other
     clips, ``rho`` as on the full bank. Without coreset and with k' candidates they come
@@ -240,49 +356,48 @@ class FinePatchScorer:
     tokens are all kept); ``coreset_proj`` is the random-projection dim of the greedy loop.
     """
 
-    def __init__(self, ldn: bool = True, k_ldn: int = 16, eps: float = 1e-3,
-                 k_candidates: int | None = 32, coreset: float | None = None,
-                 coreset_proj: int | None = 64, seed: int = 0, n_self: int | None = None,
-                 batch_size: int = 8192, backend: str = "faiss", device: str = "cpu"):
-        self.p = dict(ldn=ldn, k_ldn=k_ldn, eps=eps, k_candidates=k_candidates, coreset=coreset,
-                      coreset_proj=coreset_proj, seed=seed, n_self=n_self,
-                      batch_size=batch_size, backend=backend, device=device)
+    def __init__(self, params: FineParams | None = None):
+        self.p = (params or FineParams()).scorer()
         self._maps_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _tokens_of(self, tokens: np.ndarray) -> np.ndarray:
+        """(N, D) float32 search vectors: L2-normalised for cosine, as stored for Euclidean."""
+        return as_float32(tokens, normalize=self.p.metric == "cosine")
 
     # -- fitting
     def fit(self, bank: ClipFeatures) -> "FinePatchScorer":
         """Build per-band banks, densities and self maps (N, T', 8) from ``bank``."""
-        p, kw = self.p, _search_kw(self.p)
+        p, kw = self.p, self.p.search()
         n, t, nb, _ = bank.tokens.shape
         self._tokens = bank.tokens                       # reference, no copy
         clip_of, t_of = np.nonzero(bank.valid_time())  # valid tokens, clip-major
         self._clip_of, self._t_of = clip_of, t_of
-        is_src = np.asarray(bank.domain)[clip_of] == "source"
-        reuse = p["coreset"] is None and p["k_candidates"] is not None
-        if reuse:
-            self_clips = np.arange(n)
-        elif p["n_self"] is None or p["n_self"] >= n:
+        domains = np.asarray(bank.domain)[clip_of]
+        is_src = domains == "source"
+        self.k = capped_k(p.k_ldn, domains)
+        reuse = p.coreset is None and p.k_candidates is not None
+        if reuse or p.n_self is None or p.n_self >= n:
             self_clips = np.arange(n)
         else:
-            self_clips = np.sort(np.random.default_rng(p["seed"]).choice(n, p["n_self"], replace=False))
+            self_clips = np.sort(np.random.default_rng(p.seed).choice(n, p.n_self, replace=False))
         self.self_clips = self_clips
         self.self_maps = np.full((n, t, nb), np.nan, dtype=np.float32)
         self.keep, self.rho = self._coreset(is_src, nb), []
         for b in range(nb):
-            x = l2_normalize(self._tokens[clip_of, t_of, b])            # (Nv, D)
+            x = self._tokens_of(self._tokens[clip_of, t_of, b])            # (Nv, D)
             keep = self.keep[b]
             xb, gb = x[keep], clip_of[keep]
-            kk = (max(p["k_ldn"], p["k_candidates"]) if p["ldn"] else 1) if reuse else (
-                p["k_ldn"] if p["ldn"] else 0)
+            kk = (max(self.k, p.k_candidates) if p.ldn else 1) if reuse else (
+                self.k if p.ldn else 0)
             rho = None
             if kk:
                 dist, idx = knn_self(xb, kk, gb, normalize=False, **kw)
-                if p["ldn"]:
-                    rho = density_from_distances(dist, p["k_ldn"])
+                if p.ldn:
+                    rho = density_from_distances(dist, self.k)
             if reuse:   # keep == all valid tokens
-                if p["ldn"]:
-                    vals, _ = ldn_from_candidates(dist[:, :p["k_candidates"]],
-                                                  idx[:, :p["k_candidates"]], rho, p["eps"])
+                if p.ldn:
+                    vals, _ = ldn_from_candidates(dist[:, :p.k_candidates],
+                                                  idx[:, :p.k_candidates], rho, p.eps)
                 else:
                     vals = dist[:, 0]
                 self.self_maps[clip_of, t_of, b] = vals
@@ -304,17 +419,17 @@ class FinePatchScorer:
         """
         p = self.p
         everything = np.arange(len(is_src))
-        if p["coreset"] is None or not is_src.any():
+        if p.coreset is None or not is_src.any():
             return [everything] * n_bands
         src, tgt = np.flatnonzero(is_src), np.flatnonzero(~is_src)
 
         def one(b: int) -> np.ndarray:
-            x = l2_normalize(self._tokens[self._clip_of[src], self._t_of[src], b])
-            pick = greedy_coreset(x, ratio=p["coreset"], seed=p["seed"] + b,
-                                  proj_dim=p["coreset_proj"], device=p["device"], normalize=False)
+            x = self._tokens_of(self._tokens[self._clip_of[src], self._t_of[src], b])
+            pick = greedy_coreset(x, ratio=p.coreset, seed=p.seed + b,
+                                  proj_dim=p.coreset_proj, device=p.device, normalize=False)
             return np.sort(np.concatenate([src[pick], tgt]))
 
-        if p["device"] != "cpu":
+        if p.device != "cpu":
             return [one(b) for b in range(n_bands)]
         from concurrent.futures import ThreadPoolExecutor
 
@@ -325,13 +440,13 @@ class FinePatchScorer:
 
     def _match(self, q: np.ndarray, xb: np.ndarray, rho: np.ndarray | None,
                bank_groups: np.ndarray | None, query_groups: np.ndarray | None) -> np.ndarray:
-        """(Mq, D) normalised queries vs band bank (Nb, D) -> (Mq,) calibrated distances."""
-        p, kw = self.p, _search_kw(self.p)
-        if p["ldn"]:
-            s, _ = ldn_scores(q, xb, rho, p["eps"], p["k_candidates"], bank_groups, query_groups,
-                              normalize=False, **kw)
+        """(Mq, D) search vectors vs band bank (Nb, D) -> (Mq,) calibrated distances."""
+        p = self.p
+        if p.ldn:
+            s, _ = ldn_scores(q, xb, rho, p.eps, p.k_candidates, bank_groups, query_groups,
+                              normalize=False, **p.search())
             return s
-        dist, _ = knn_search(q, xb, 1, bank_groups, query_groups, normalize=False, **kw)
+        dist, _ = knn_search(q, xb, 1, bank_groups, query_groups, normalize=False, **p.search())
         return dist[:, 0]
 
     # -- scoring
@@ -350,8 +465,8 @@ class FinePatchScorer:
         q_clip, q_t = np.nonzero(feats.valid_time())
         for b in range(nb):
             keep = self.keep[b]
-            xb = l2_normalize(self._tokens[self._clip_of[keep], self._t_of[keep], b])
-            q = l2_normalize(feats.tokens[q_clip, q_t, b])
+            xb = self._tokens_of(self._tokens[self._clip_of[keep], self._t_of[keep], b])
+            q = self._tokens_of(feats.tokens[q_clip, q_t, b])
             out[q_clip, q_t, b] = self._match(q, xb, self.rho[b], None, None)
             del xb, q
         self._maps_cache[key] = out
@@ -360,15 +475,13 @@ class FinePatchScorer:
         return out.copy()
 
 
-def _shared_scorer(bank: ClipFeatures, p: dict) -> FinePatchScorer:
-    """The fitted FinePatchScorer for (bank content, settings), built once while in use."""
-    settings = {k: p[k] for k in ("ldn", "k_ldn", "eps", "k_candidates", "coreset",
-                                  "coreset_proj", "seed", "n_self", "batch_size", "backend",
-                                  "device")}
-    key = (_fingerprint(bank), tuple(sorted(settings.items())))
+def _shared_scorer(bank: ClipFeatures, p: FineParams) -> FinePatchScorer:
+    """The fitted FinePatchScorer for (bank content, scorer settings), built once while in use."""
+    settings = p.scorer()
+    key = (_fingerprint(bank), settings)
     scorer = _SCORERS.get(key)
     if scorer is None:
-        scorer = FinePatchScorer(**settings).fit(bank)
+        scorer = FinePatchScorer(settings).fit(bank)
         _SCORERS[key] = scorer
     return scorer
 
@@ -407,12 +520,6 @@ def aggregate_topk(maps: np.ndarray, k: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- branches
 
-_SEARCH_DEFAULTS = dict(batch_size=8192, backend="faiss", device="cpu")
-_KNN_DEFAULTS = dict(domain="union", ldn=False, k_ldn=16, eps=1e-3, k_candidates=None,
-                     **_SEARCH_DEFAULTS)
-_FINE_DEFAULTS = dict(domain="union", ldn=True, k_ldn=16, eps=1e-3, k_candidates=32,
-                      coreset=None, coreset_proj=64, seed=0, n_self=None, **_SEARCH_DEFAULTS)
-
 
 @dataclass
 class _Part:
@@ -427,33 +534,29 @@ class _Part:
 
 
 class Branch:
-    """Base of all branches: parameter handling, domain handling, fit / score / self_scores.
+    """Base of all branches: parameters, domain handling, fit / score / self_scores.
 
-    Subclasses define ``name``, ``defaults`` and three core methods:
-    ``_fit_core(bank) -> core``, ``_core_score(core, feats) -> (scores (M,), maps or None)``,
-    ``_core_self(core) -> (N,)`` leave-one-out self-scores of the core's bank.
+    Subclasses define ``name``, ``Params`` (a frozen parameter dataclass) and three core
+    methods: ``_fit_core(bank) -> core``, ``_core_score(core, feats) -> (scores (M,), maps
+    or None)``, ``_core_self(core) -> (N,)`` leave-one-out self-scores of the core's bank.
     """
 
     name: str = ""
-    defaults: dict = {}
+    Params: type = KnnParams
 
     def __init__(self, **params):
-        unknown = sorted(set(params) - set(self.defaults))
+        known = {f.name for f in dataclasses.fields(self.Params)}
+        unknown = sorted(set(params) - known)
         if unknown:
-            raise TypeError(f"{self.name}: unknown parameter(s) {unknown}; known: {sorted(self.defaults)}")
-        self.params = {**self.defaults, **params}
-        self._check_params()
+            raise TypeError(f"{self.name}: unknown parameter(s) {unknown}; known: {sorted(known)}")
+        self.config = self.Params(**params)
         self._parts: list[_Part] | None = None
         self._self: np.ndarray | None = None
 
-    def _check_params(self) -> None:
-        p = self.params
-        if p["domain"] not in ("union", "separate"):
-            raise ValueError(f"domain must be 'union' or 'separate', got {p['domain']!r}")
-        if p["backend"] not in ("faiss", "torch"):
-            raise ValueError(f"backend must be 'faiss' or 'torch', got {p['backend']!r}")
-        if p["k_ldn"] < 1 or (p["k_candidates"] is not None and p["k_candidates"] < 1):
-            raise ValueError("k_ldn and k_candidates must be >= 1")
+    @property
+    def params(self) -> dict:
+        """Every parameter with its value (defaults included), for the score tables' records."""
+        return dataclasses.asdict(self.config)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
@@ -474,7 +577,7 @@ class Branch:
         n = len(bank)
         if n < 2:
             raise ValueError("the bank needs at least 2 clips (leave-one-out)")
-        if self.params["domain"] == "union":
+        if self.config.domain == "union":
             core = self._fit_core(bank)
             own = self._core_self(core)
             self._parts = [_Part("union", np.arange(n), core, own, *_z_stats(own))]
@@ -508,7 +611,7 @@ class Branch:
             raise RuntimeError(f"{self.name}: call fit(bank) before score()")
         if len(self._parts) == 1:
             scores, maps = self._core_score(self._parts[0].core, test)
-            return BranchResult(np.asarray(scores, dtype=np.float32), maps, dict(self.params), self.name)
+            return BranchResult(np.asarray(scores, dtype=np.float32), maps, self.params, self.name)
         zs, all_maps = [], []
         for part in self._parts:
             s, mp = self._core_score(part.core, test)
@@ -519,7 +622,7 @@ class Branch:
         maps = None
         if all_maps[0] is not None:
             maps = np.stack(all_maps)[best, np.arange(len(best))]
-        return BranchResult(zs.min(0).astype(np.float32), maps, dict(self.params), self.name)
+        return BranchResult(zs.min(0).astype(np.float32), maps, self.params, self.name)
 
     def self_scores(self) -> np.ndarray:
         """(N,) leave-one-out self-scores of the bank clips (a clip never matches itself),
@@ -532,11 +635,11 @@ class Branch:
 class VectorBranch(Branch):
     """Nearest-bank-clip matching of one descriptor per clip (or per band)."""
 
-    defaults = dict(_KNN_DEFAULTS)
+    Params = KnnParams
     view = staticmethod(_view_utt)
 
     def _fit_core(self, bank):
-        return _VectorCore(self.view(bank), self.params)
+        return _VectorCore(self.view(bank), self.config, bank.domain)
 
     def _core_score(self, core, feats):
         return core.score(self.view(feats)), None
@@ -581,22 +684,17 @@ class MultiViewBranch(Branch):
     """Several per-band streams, each z-normalised with its own leave-one-out self-score
     statistics, combined by mean or max (``combine``)."""
 
-    defaults = dict(_KNN_DEFAULTS, combine="mean")
+    Params = MultiViewParams
     views: tuple = ()
-
-    def _check_params(self):
-        super()._check_params()
-        if self.params["combine"] not in ("mean", "max"):
-            raise ValueError(f"combine must be 'mean' or 'max', got {self.params['combine']!r}")
 
     def _combine(self, zs: list[np.ndarray]) -> np.ndarray:
         z = np.stack(zs)
-        return (z.mean(0) if self.params["combine"] == "mean" else z.max(0)).astype(np.float32)
+        return (z.mean(0) if self.config.combine == "mean" else z.max(0)).astype(np.float32)
 
     def _fit_core(self, bank):
         streams = []
         for view in self.views:
-            core = _VectorCore(view(bank), self.params)
+            core = _VectorCore(view(bank), self.config, bank.domain)
             own = core.self_scores()
             streams.append((view, core, own, *_z_stats(own)))
         return streams
@@ -624,21 +722,13 @@ class SubBand3(MultiViewBranch):
 class FineBranch(Branch):
     """Fine-grained localized scoring (token vs same-band patch bank); maps kept."""
 
-    defaults = dict(_FINE_DEFAULTS)
-
-    def _check_params(self):
-        super()._check_params()
-        c = self.params["coreset"]
-        if c is not None and not 0 < c <= 1:
-            raise ValueError(f"coreset must be a fraction in (0, 1] or None, got {c}")
-        if self.params["n_self"] is not None and self.params["n_self"] < 2:
-            raise ValueError("n_self must be >= 2 or None")
+    Params = FineParams
 
     def _aggregate(self, maps: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def _fit_core(self, bank):
-        return _shared_scorer(bank, self.params)
+        return _shared_scorer(bank, self.config)
 
     def _core_score(self, scorer, feats):
         maps = scorer.maps(feats)
@@ -658,34 +748,22 @@ class FineBranch(Branch):
 class FineBroad(FineBranch):
     """fine_broad: mean of the top ``q`` % calibrated token distances (q = 100: all)."""
     name = "fine_broad"
-    defaults = dict(_FINE_DEFAULTS, q=100.0)
-
-    def _check_params(self):
-        super()._check_params()
-        if not 0 < self.params["q"] <= 100:
-            raise ValueError(f"q must be in (0, 100], got {self.params['q']}")
+    Params = FineBroadParams
 
     def _aggregate(self, maps):
-        return aggregate_top_fraction(maps, self.params["q"])
+        return aggregate_top_fraction(maps, self.config.q)
 
 
 class FineSelective(FineBranch):
     """fine_selective: max over time per band then mean over bands (mode="band_max"), or
     the mean of the ``topk`` largest token distances (mode="topk")."""
     name = "fine_selective"
-    defaults = dict(_FINE_DEFAULTS, mode="band_max", topk=8)
-
-    def _check_params(self):
-        super()._check_params()
-        if self.params["mode"] not in ("band_max", "topk"):
-            raise ValueError(f"mode must be 'band_max' or 'topk', got {self.params['mode']!r}")
-        if self.params["topk"] < 1:
-            raise ValueError("topk must be >= 1")
+    Params = FineSelectiveParams
 
     def _aggregate(self, maps):
-        if self.params["mode"] == "band_max":
+        if self.config.mode == "band_max":
             return aggregate_band_max(maps)
-        return aggregate_topk(maps, self.params["topk"])
+        return aggregate_topk(maps, self.config.topk)
 
 
 BRANCHES: dict[str, type[Branch]] = {

@@ -645,6 +645,9 @@ class EncoderOutput:
         unpadded tokens, sigmoid), when the final layer was computed; else None.
     fbank: (B, T, 128) the normalised fbank the tokens were computed from (before any
         forward hook on ``patch_embedding``), so that callers need not compute it again.
+    embed: (B, T'*8, E) the patch embedding before its LayerNorm (``extract(embed=True)``),
+        else None: the last place where each token keeps its own scale (the LayerNorm
+        divides out the spread across dimensions that a short event inside a patch raises).
     """
 
     tokens: LayerTokens
@@ -654,10 +657,17 @@ class EncoderOutput:
     probs: Tensor | None = None
     n_freq: int = N_FREQ_PATCHES
     fbank: Tensor | None = None
+    embed: Tensor | None = None
 
     def grid(self, layer: int = -1) -> Tensor:
         """Tokens of one layer as (B, T', 8, D) (a view, no copy)."""
         return tokens_to_grid(self.tokens[layer], self.n_freq)
+
+    def embed_grid(self) -> Tensor:
+        """The patch embedding before its LayerNorm as (B, T', 8, E) (``extract(embed=True)``)."""
+        if self.embed is None:
+            raise KeyError("the patch embedding was not requested: extract(..., embed=True)")
+        return tokens_to_grid(self.embed, self.n_freq)
 
     @property
     def n_time(self) -> Tensor:
@@ -765,13 +775,14 @@ class BEATs(nn.Module):
         wav, _ = self._check_audio(wav, None, sample_rate)
         return compute_fbank(wav)
 
-    def _embed_patches(self, fbank: Tensor) -> Tensor:
-        """fbank (B, T, 128) -> projected patch tokens (B, T'*8, D), time-major."""
-        patches = self.patch_embedding(fbank.unsqueeze(1))  # (B, E, T', 8)
-        tokens = self.layer_norm(patches.flatten(2).transpose(1, 2))  # (B, T'*8, E)
+    def _embed_patches(self, fbank: Tensor) -> tuple[Tensor, Tensor]:
+        """fbank (B, T, 128) -> (projected patch tokens (B, T'*8, D), the patch embedding
+        before its LayerNorm (B, T'*8, E)), time-major."""
+        patches = self.patch_embedding(fbank.unsqueeze(1)).flatten(2).transpose(1, 2)
+        tokens = self.layer_norm(patches)  # (B, T'*8, E)
         if self.post_extract_proj is not None:
             tokens = self.post_extract_proj(tokens)
-        return F.dropout(tokens, self.dropout_input, self.training)
+        return F.dropout(tokens, self.dropout_input, self.training), patches
 
     @staticmethod
     def _time_valid(padding_mask: Tensor, n_time: int) -> Tensor:
@@ -795,7 +806,7 @@ class BEATs(nn.Module):
         return blocks(blocks(padding_mask, n_frames), n_tokens)
 
     def _run(self, wav: Tensor, padding_mask: Tensor | None, layers: Iterable[int] | str | None,
-             dtype: torch.dtype | None, official_mask: bool) -> EncoderOutput:
+             dtype: torch.dtype | None, official_mask: bool, embed: bool = False) -> EncoderOutput:
         """Shared forward for extract / extract_features (inputs already validated)."""
         num_layers = self.num_layers
         if isinstance(layers, str) and layers != "all":
@@ -835,7 +846,7 @@ class BEATs(nn.Module):
             raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
         with torch.autocast(device_type=wav.device.type, dtype=compute_dtype,
                             enabled=compute_dtype != torch.float32):
-            x = self._embed_patches(fbank)
+            x, patches = self._embed_patches(fbank)
             hidden = self.encoder(x, token_padding, last_layer, keep)
             logits = None
             if self.predictor is not None and num_layers in hidden:
@@ -849,11 +860,11 @@ class BEATs(nn.Module):
         tokens = LayerTokens({i: h.float() for i, h in hidden.items()}, num_layers)
         return EncoderOutput(tokens=tokens, token_padding=token_padding, time_valid=time_valid,
                              logits=logits, probs=None if logits is None else torch.sigmoid(logits),
-                             fbank=fbank)
+                             fbank=fbank, embed=patches.float() if embed else None)
 
     def extract(self, wav: Tensor, padding_mask: Tensor | None = None,
                 layers: Sequence[int] | int | str | None = (-1,), *, sample_rate: int = SAMPLE_RATE,
-                dtype: torch.dtype | None = None) -> EncoderOutput:
+                dtype: torch.dtype | None = None, embed: bool = False) -> EncoderOutput:
         """Encode clips and return the requested hidden states as tokens.
 
         wav: (B, N) float in [-1, 1] at 16 kHz (numpy accepted); clips of a batch share N.
@@ -870,11 +881,14 @@ class BEATs(nn.Module):
             bfloat16 vs float32, final tokens: rms deviation ~1 % of the rms value, max
             ~1 % (fixture model) to ~4 % (random base model) of the largest value.
 
+        embed: also return the patch embedding before its LayerNorm (``out.embed``,
+            ``out.embed_grid()``), where tokens keep their scale.
+
         Gradients flow (no no_grad inside); wrap in torch.inference_mode() for inference.
         Dropout, layerdrop and layer-wise gradient decay (cfg) act only in training mode.
         """
         wav, padding_mask = self._check_audio(wav, padding_mask, sample_rate)
-        return self._run(wav, padding_mask, layers, dtype, official_mask=False)
+        return self._run(wav, padding_mask, layers, dtype, official_mask=False, embed=embed)
 
     def extract_features(self, wav: Tensor, padding_mask: Tensor | None = None, *,
                          sample_rate: int = SAMPLE_RATE) -> tuple[Tensor, Tensor | None]:

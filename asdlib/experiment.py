@@ -323,9 +323,13 @@ def describe_recipe(config: RunConfig) -> str:
 
 
 def extract_config(config: RunConfig, head_layer: int = -1):
-    """Extraction settings of the run (final layer, the run's channel); ``head_layer``: the
-    layer the heads were trained on (`asdlib.adaptation.heads.heads_layer`)."""
+    """Extraction settings of the run: the final layer (clip-level and sub-band branches)
+    and the patch embedding before its LayerNorm (fine-grained branches), the run's
+    channel; ``head_layer``: the layer the heads were trained on
+    (`asdlib.adaptation.heads.heads_layer`)."""
     from asdlib.features import ExtractConfig
 
-    return ExtractConfig(layers=(-1,), channel=config.channel, device=config.device,
+    from asdlib.features import EMBED
+
+    return ExtractConfig(layers=(-1, EMBED), channel=config.channel, device=config.device,
                          num_threads=config.num_threads, head_layer=head_layer)

@@ -45,6 +45,10 @@ import numpy as np
 
 from asdlib import atomic
 from asdlib.audio import CHANNELS, SAMPLE_RATE, padded_tensors
+
+#: The patch embedding before its LayerNorm, stored beside the hidden states under this
+#: layer name (``BEATs.extract(embed=True)``): tokens that keep their scale.
+EMBED = "embed"
 from asdlib.devices import resolve_device
 
 #: Bump when a code change alters stored values or the layout: old stores get a new key.
@@ -114,7 +118,8 @@ class ClipFeatures:
 class ExtractConfig:
     """Settings of one extraction.
 
-    layers: encoder layers whose token grids are stored (-1 = final; the encoder's indexing).
+    layers: encoder layers whose token grids are stored (-1 = final; the encoder's indexing;
+        `EMBED` = the patch embedding before its LayerNorm).
     channel: "near", "far", or "both" (near and far stored as separate parts).
     head_layer: layer whose grid feeds the ASP and band-attentive heads (not stored unless
         also in ``layers``).
@@ -132,7 +137,7 @@ class ExtractConfig:
     the values beyond floating-point noise.
     """
 
-    layers: tuple[int, ...] = (-1,)
+    layers: tuple[int | str, ...] = (-1,)
     channel: str = "near"
     head_layer: int = -1
     batch_size: int = 8
@@ -149,7 +154,10 @@ class ExtractConfig:
         layers = (self.layers,) if isinstance(self.layers, int) else tuple(self.layers)
         if not layers or len(set(layers)) != len(layers):
             raise ValueError(f"layers must be non-empty and distinct, got {self.layers!r}")
-        object.__setattr__(self, "layers", tuple(int(layer) for layer in layers))
+        if any(isinstance(layer, str) and layer != EMBED for layer in layers):
+            raise ValueError(f"layers are hidden-state indices or {EMBED!r}, got {self.layers!r}")
+        object.__setattr__(self, "layers", tuple(layer if layer == EMBED else int(layer)
+                                                 for layer in layers))
         object.__setattr__(self, "head_layer", int(self.head_layer))
         if self.channel not in CHANNELS:
             raise ValueError(f"channel must be one of {CHANNELS}, got {self.channel!r}")
@@ -433,8 +441,11 @@ def encode_batches(model, paths, batches, *, channel: str = "near",
         mask = mask.to(device) if bool(mask.any()) else None
         with torch.no_grad():
             with autocast:
-                out = model.extract(wav, padding_mask=mask, layers=layers, **kwargs)
-            grids = {layer: out.grid(layer).float() for layer in layers}  # heads run in float32
+                hidden = tuple(layer for layer in layers if layer != EMBED) or (0,)
+                extra = {"embed": True} if EMBED in layers else {}
+                out = model.extract(wav, padding_mask=mask, layers=hidden, **kwargs, **extra)
+            grids = {layer: (out.embed_grid() if layer == EMBED else out.grid(layer)).float()
+                     for layer in layers}  # heads run in float32
         first = grids[layers[0]]
         valid = getattr(out, "time_valid", None)
         if valid is None:
@@ -510,8 +521,8 @@ def _build_part(part: Path, rows, channel: str, model, asp, band, cfg: ExtractCo
     for rows_b, grids, valid in batches:
         res = _batch_arrays(grids, valid, asp, band, cfg)
         if not tokens:  # first (longest) batch fixes T'max and the dims
-            t_max, _, d = next(iter(res["grid"].values())).shape[1:]
             for layer in cfg.layers:
+                t_max, _, d = res["grid"][layer].shape[1:]
                 tokens[layer] = np.lib.format.open_memmap(
                     tmp / f"tokens_L{layer}.npy", mode="w+", dtype=store, shape=(n, t_max, 8, d))
                 utt[layer] = np.zeros((n, d), np.float32)
@@ -682,19 +693,24 @@ class FeatureStore:
         return self.params["key"]
 
     @property
-    def layers(self) -> list[int]:
+    def layers(self) -> list[int | str]:
         return list(self.params["extract"]["layers"])
 
-    def _stored_layer(self, layer: int) -> int:
+    def _stored_layer(self, layer: int | str) -> int | str:
         """The stored layer that ``layer`` names; -1 and L (an L-layer encoder's last hidden
-        state, BEATs indexing 0..L) are the same layer."""
+        state, BEATs indexing 0..L) are the same layer; "embed" is itself."""
+        if layer == EMBED:
+            if EMBED in self.layers:
+                return EMBED
+            raise KeyError(f"layer {EMBED!r} not stored; stored layers: {self.layers}")
         layer = int(layer)
         if layer in self.layers:
             return layer
         n = self.params.get("encoder", {}).get("num_layers")
         if n is not None and -(n + 1) <= layer <= n:
             for stored in self.layers:
-                if -(n + 1) <= stored <= n and stored % (n + 1) == layer % (n + 1):
+                if stored != EMBED and -(n + 1) <= stored <= n \
+                        and stored % (n + 1) == layer % (n + 1):
                     return stored
         raise KeyError(f"layer {layer} not stored; stored layers: {self.layers}")
 

@@ -22,6 +22,8 @@ from asdlib import audio
 
 CLIP_FLOOR = "logmel_knn"
 FRAME_FLOOR = "logmel_frame_knn"
+#: Column names of the floors in Table 1.
+LABELS = {CLIP_FLOOR: "log-mel clip kNN", FRAME_FLOOR: "log-mel frame kNN"}
 
 
 def log_mel(wave: np.ndarray, sr: int, n_mels: int) -> np.ndarray:
@@ -78,19 +80,14 @@ def frame_features(wave: np.ndarray, sr: int, cfg: FrameFloorConfig) -> np.ndarr
 
 
 def _nearest_frame_distance(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """(M,) Euclidean distance of each query row to its nearest bank row (torch; query
-    batches sized so one distance block holds about 2^27 values, 512 MB)."""
-    batch = max(1, 2 ** 27 // max(1, len(bank)))
-    import torch
+    """(M,) Euclidean distance of each query row to its nearest bank row (exact: faiss's
+    blocked flat L2 search)."""
+    import faiss
 
-    b = torch.from_numpy(bank)
-    b_sq = (b * b).sum(1)
-    out = np.empty(len(queries), dtype=np.float32)
-    for s in range(0, len(queries), batch):
-        q = torch.from_numpy(queries[s:s + batch])
-        d2 = (q * q).sum(1, keepdim=True) + b_sq[None] - 2.0 * (q @ b.T)
-        out[s:s + len(q)] = d2.min(1).values.clamp_min(0).sqrt().numpy()
-    return out
+    index = faiss.IndexFlatL2(bank.shape[1])
+    index.add(np.ascontiguousarray(bank, dtype=np.float32))
+    d2, _ = index.search(np.ascontiguousarray(queries, dtype=np.float32), 1)
+    return np.sqrt(np.maximum(d2[:, 0], 0.0))
 
 
 def frame_floor(table: pd.DataFrame, channel: str = "near", cfg: FrameFloorConfig | None = None,
@@ -116,14 +113,25 @@ def frame_floor(table: pd.DataFrame, channel: str = "near", cfg: FrameFloorConfi
             bank = bank[np.sort(keep)]
         bank = ((bank - mean) / std).astype(np.float32)
         test = rows[rows["split"] == "test"]
-        scores = []
-        for idx in test.index:
-            q = ((frames[idx] - mean) / std).astype(np.float32)
-            d = _nearest_frame_distance(q, bank)
-            scores.append(float(np.sort(d)[::-1][: cfg.top].mean()))
+        queries = [((frames[idx] - mean) / std).astype(np.float32) for idx in test.index]
+        d = _nearest_frame_distance(np.concatenate(queries), bank)
+        ends = np.cumsum([len(q) for q in queries])
+        scores = [float(np.sort(part)[::-1][: cfg.top].mean()) for part in np.split(d, ends[:-1])]
         parts.append(test[[c for c in ("machine", "name", "domain", "label", "kind") if c in test]]
                      .assign(branch=FRAME_FLOOR, score=scores, is_self=False))
     return pd.concat(parts, ignore_index=True)
+
+
+FLOORS_FILE = "floors.csv"
+
+
+def load(run) -> pd.DataFrame:
+    """Both floors' test scores as written by notebook 01 (``01_finetune/floors.csv``)."""
+    path = run.dir / "01_finetune" / FLOORS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: run step 01_finetune first")
+    scores = pd.read_csv(path, dtype={"name": str})
+    return scores[~scores["is_self"]]
 
 
 def floors(table: pd.DataFrame, channel: str = "near", progress: bool = True) -> pd.DataFrame:

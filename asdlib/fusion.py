@@ -21,17 +21,27 @@ import pandas as pd
 
 from asdlib import atomic, metrics
 
-#: The report's four submitted systems (SPEC section 6), as lists of branch names.
+#: The report's four submitted systems (SPEC section 6), as lists of branch names. "The
+#: fine-grained branch" of Systems 1 and 2 is the selective aggregation (max over time in
+#: each band: the localized one); System 3 adds the second, broad aggregation of the same
+#: token evidence. (Chosen on the tuning data, demo seed 0: docs/EXPERIMENTS.md.)
 SYSTEMS: dict[str, list[str]] = {
-    "System 1": ["fine_broad"],
-    "System 2": ["fine_broad", "subband3", "adabeam", "asp_knn", "beam_mean", "beam_max"],
-    "System 3": ["fine_broad", "subband3", "adabeam", "asp_knn", "beam_mean", "beam_max",
-                 "fine_selective"],
+    "System 1": ["fine_selective"],
+    "System 2": ["fine_selective", "subband3", "adabeam", "asp_knn", "beam_mean", "beam_max"],
+    "System 3": ["fine_selective", "subband3", "adabeam", "asp_knn", "beam_mean", "beam_max",
+                 "fine_broad"],
     "System 4": ["adabeam", "band_knn"],
 }
 
-#: Candidate weights tried per branch by the coordinate-ascent weight search.
-WEIGHT_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)
+#: Candidate weights tried per branch by the coordinate-ascent weight search. No zero: every
+#: declared member branch of a system keeps a weight of at least the smallest value, so a
+#: system is what the report says it is (the search may not drop a branch).
+WEIGHT_GRID: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+#: How a system's weights are chosen: "search" (coordinate ascent over WEIGHT_GRID on the
+#: development labels, as the report does) or "equal" (every member 1, no labels used).
+WEIGHTINGS = ("search", "equal")
+#: ``decision_result`` is 1 above this percentile of the machine's fused bank self-scores.
+DECISION_PERCENTILE = 90.0
 
 _STD_FLOOR = 1e-8
 
@@ -180,7 +190,8 @@ def leave_one_machine_out(calibrated: pd.DataFrame, branches: list[str],
     return pd.concat(tests, ignore_index=True), pd.concat(banks, ignore_index=True), used
 
 
-def decisions(test: pd.DataFrame, bank: pd.DataFrame, percentile: float = 90.0) -> pd.Series:
+def decisions(test: pd.DataFrame, bank: pd.DataFrame,
+              percentile: float = DECISION_PERCENTILE) -> pd.Series:
     """0/1 decisions: 1 where the fused score exceeds the machine's bank percentile."""
     thresholds = bank.groupby("machine")["score"].quantile(percentile / 100.0)
     missing = sorted(set(test["machine"]) - set(thresholds.index))
@@ -194,7 +205,7 @@ class FusionConfig:
     """Frozen fusion settings: per system the branch weights (applied unchanged on eval)."""
 
     weights: dict[str, dict[str, float]]
-    decision_percentile: float = 90.0
+    decision_percentile: float = DECISION_PERCENTILE
     selected_on: str = ""
     notes: dict = field(default_factory=dict)
 
@@ -211,15 +222,20 @@ class FusionConfig:
 
 def run_systems(calibrated: pd.DataFrame, systems: dict[str, list[str]] | None = None,
                 frozen: FusionConfig | None = None, grid: tuple[float, ...] = WEIGHT_GRID,
-                lomo: bool = True) -> tuple[pd.DataFrame, FusionConfig]:
+                lomo: bool = True, weighting: str = "search") -> tuple[pd.DataFrame, FusionConfig]:
     """Fuse every system; returns the long table of fused test scores and the config.
 
     Output columns: machine, name, system, selection ("dev" = weights chosen on all
     development labels or taken from ``frozen``; "lomo" = leave-one-machine-out), score,
     decision (0/1 at the bank percentile), plus domain/label/kind when present.
     With ``frozen`` (an evaluation run) the weights are applied unchanged and no
-    leave-one-machine-out estimate is made.
+    leave-one-machine-out estimate is made. ``weighting`` "equal" gives every member
+    weight 1 (no label is used; the LOMO rows then equal the dev rows).
     """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if weighting == "equal":
+        grid = (1.0,)
     systems = systems or SYSTEMS
     labelled = "label" in calibrated.columns and calibrated.loc[
         ~calibrated["is_self"], "label"].notna().all()
@@ -227,7 +243,7 @@ def run_systems(calibrated: pd.DataFrame, systems: dict[str, list[str]] | None =
         raise ValueError("weights can only be selected on labelled data; pass a frozen "
                          "FusionConfig for an evaluation run")
     weights, parts = {}, []
-    percentile = frozen.decision_percentile if frozen else 90.0
+    percentile = frozen.decision_percentile if frozen else DECISION_PERCENTILE
     for name, branches in systems.items():
         if frozen is not None:
             if name not in frozen.weights:
@@ -243,6 +259,8 @@ def run_systems(calibrated: pd.DataFrame, systems: dict[str, list[str]] | None =
             honest, honest_bank, _ = leave_one_machine_out(calibrated, branches, grid)
             honest["decision"] = decisions(honest, honest_bank, percentile).to_numpy()
             parts.append(honest.assign(system=name, selection="lomo"))
-    config = frozen or FusionConfig(weights=weights, decision_percentile=percentile,
-                                    selected_on="development labels (official hmean)")
+    config = frozen or FusionConfig(
+        weights=weights, decision_percentile=percentile,
+        selected_on=("development labels (official hmean), weights from "
+                     f"{list(grid)}" if weighting == "search" else "equal weights (no labels)"))
     return pd.concat(parts, ignore_index=True), config

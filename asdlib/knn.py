@@ -1,9 +1,13 @@
 """Exact nearest-neighbour search (faiss or torch) with leave-one-out exclusion, and
 greedy k-centre coreset selection.
 
-Geometry: cosine distance ``d = 1 - cos`` on L2-normalised float32 vectors (exact inner
-product search, ``faiss.IndexFlatIP``). Queries are processed in batches so the memory
-held at once is ``batch_size x (k + extra)`` results plus one float32 copy of the bank.
+Geometry (``metric``): "cosine", the distance ``d = 1 - cos`` on L2-normalised float32
+vectors (exact inner-product search, ``faiss.IndexFlatIP``), or "euclidean", ``d = |x - y|``
+on the vectors as given (``faiss.IndexFlatL2``), which keeps a vector's scale: a token whose
+spread across dimensions grew (a click inside a patch) is far from normal tokens of the
+same direction. Internally both search a similarity (``<q, b>`` or ``-|q - b|^2``).
+Queries are processed in batches so the memory held at once is
+``batch_size x (k + extra)`` results plus one float32 copy of the bank.
 
 Leave-one-out: every bank item carries a group id (e.g. its clip); a query with group
 ``g`` never matches bank items of group ``g``. With faiss the search asks for
@@ -29,10 +33,28 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def _as_f32(x: np.ndarray, normalize: bool) -> np.ndarray:
+METRICS = ("cosine", "euclidean")
+
+
+def as_float32(x: np.ndarray, normalize: bool) -> np.ndarray:
+    """C-contiguous float32 (N, D), L2-normalised row-wise when ``normalize``."""
     if normalize:
         return l2_normalize(x)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return metric
+
+
+def similarity_to_distance(sim: np.ndarray, metric: str) -> np.ndarray:
+    """Search similarity -> distance: ``max(0, 1 - sim)`` (cosine) or ``sqrt(max(0, -sim))``
+    (euclidean, where the similarity is ``-|q - b|^2``); -inf stays inf."""
+    if metric == "cosine":
+        return np.maximum(np.float32(0.0), np.float32(1.0) - sim)
+    return np.sqrt(np.maximum(np.float32(0.0), -sim))
 
 
 class _GroupIndex:
@@ -67,12 +89,12 @@ def _check_device(device: str) -> str:
     return device
 
 
-def _faiss_index(bank: np.ndarray, device: str):
+def _faiss_index(bank: np.ndarray, device: str, metric: str = "cosine"):
     import faiss
 
     dim = bank.shape[1]
     if device == "cpu":
-        index = faiss.IndexFlatIP(dim)
+        index = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
     else:
         n_gpu = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
         if n_gpu == 0:
@@ -82,25 +104,28 @@ def _faiss_index(bank: np.ndarray, device: str):
         res = faiss.StandardGpuResources()
         cfg = faiss.GpuIndexFlatConfig()
         cfg.device = int(device.split(":")[1]) if ":" in device else 0
-        index = faiss.GpuIndexFlatIP(res, dim, cfg)
+        index = (faiss.GpuIndexFlatIP(res, dim, cfg) if metric == "cosine"
+                 else faiss.GpuIndexFlatL2(res, dim, cfg))
         index._asdlib_res = res  # keep the resources alive with the index
     index.add(bank)
     return index
 
 
-def _search_ip(queries: np.ndarray, bank: np.ndarray, k: int,
-               exclude_groups: np.ndarray | None, query_groups: np.ndarray | None,
-               batch_size: int, backend: str, device: str,
-               prepare=None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k inner products of ``queries`` (M, .) against float32 ``bank`` (N, D).
+def similarity_search(queries: np.ndarray, bank: np.ndarray, k: int,
+                      exclude_groups: np.ndarray | None, query_groups: np.ndarray | None,
+                      batch_size: int, backend: str, device: str, prepare=None,
+                      metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """Top-k similarities of ``queries`` (M, .) against float32 ``bank`` (N, D): inner
+    products (``metric`` "cosine": give normalised vectors) or ``-|q - b|^2`` ("euclidean").
 
     ``prepare`` maps one batch of queries to float32 (M_b, D) (default: cast), so that
     conversion, normalisation or augmentation happen one batch at a time.
     Returns ``sim (M, k)`` float32 (descending, ``-inf`` where missing) and
     ``idx (M, k)`` int64 (``-1`` where missing).
     """
+    metric = _check_metric(metric)
     if prepare is None:
-        prepare = lambda batch: _as_f32(batch, False)  # noqa: E731
+        prepare = lambda batch: as_float32(batch, False)  # noqa: E731
     m, n = len(queries), len(bank)
     sim_out = np.full((m, k), -np.inf, dtype=np.float32)
     idx_out = np.full((m, k), -1, dtype=np.int64)
@@ -110,11 +135,13 @@ def _search_ip(queries: np.ndarray, bank: np.ndarray, k: int,
     extra = gindex.max_count if gindex is not None else 0
 
     if backend == "faiss":
-        index = _faiss_index(bank, device)
+        index = _faiss_index(bank, device, metric)
         ks = min(n, k + extra)
         for s in range(0, m, batch_size):
             q = prepare(queries[s:s + batch_size])
             sim, idx = index.search(q, ks)
+            if metric == "euclidean":  # faiss gives squared distances, ascending
+                sim = np.where(idx >= 0, -sim, -np.inf).astype(np.float32)
             if gindex is not None:
                 bad = idx < 0
                 valid_idx = np.where(bad, 0, idx)
@@ -138,10 +165,13 @@ def _search_ip(queries: np.ndarray, bank: np.ndarray, k: int,
 
         dev = torch.device(device)
         tb = torch.from_numpy(bank).to(dev)
+        tb_sq = (tb * tb).sum(1) if metric == "euclidean" else None
         kk = min(n, k)
         for s in range(0, m, batch_size):
             q = torch.from_numpy(prepare(queries[s:s + batch_size])).to(dev)
             sim = q @ tb.T
+            if metric == "euclidean":
+                sim = (2.0 * sim - tb_sq[None, :] - (q * q).sum(1, keepdim=True)).clamp_max(0.0)
             if gindex is not None:
                 rows, cols = gindex.pairs(np.asarray(query_groups[s:s + len(q)]))
                 if len(rows):
@@ -158,8 +188,8 @@ def _search_ip(queries: np.ndarray, bank: np.ndarray, k: int,
 def knn_search(queries: np.ndarray, bank: np.ndarray, k: int,
                exclude_groups: np.ndarray | None = None, query_groups: np.ndarray | None = None,
                batch_size: int = 8192, backend: str = "faiss", device: str = "cpu",
-               normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest bank items of every query under cosine distance.
+               normalize: bool = True, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest bank items of every query under cosine or Euclidean distance.
 
     queries: (M, D), bank: (N, D), any float dtype (computed in float32).
     exclude_groups: (N,) group id of each bank item; query_groups: (M,) group id of each
@@ -167,9 +197,11 @@ def knn_search(queries: np.ndarray, bank: np.ndarray, k: int,
     batch_size: queries per search call (bounds the memory of one batch).
     backend: "faiss" (IndexFlatIP; faiss GPU index when ``device`` is CUDA) or "torch"
     (matmul + topk, on ``device``).
-    normalize: L2-normalise both sides first (False when already normalised).
-    Returns ``dist (M, k)`` float32 ascending, ``d = max(0, 1 - <q, b>)``, and
-    ``idx (M, k)`` int64 bank rows; missing neighbours are ``inf`` / ``-1``.
+    normalize: L2-normalise both sides first (cosine; False when already normalised).
+    metric: "cosine" (``d = max(0, 1 - <q, b>)``) or "euclidean" (``d = |q - b|`` on the
+        vectors as given; ``normalize`` is ignored).
+    Returns ``dist (M, k)`` float32 ascending and ``idx (M, k)`` int64 bank rows; missing
+    neighbours are ``inf`` / ``-1``.
     """
     if (exclude_groups is None) != (query_groups is None):
         raise ValueError("give both exclude_groups and query_groups, or neither")
@@ -183,10 +215,12 @@ def knn_search(queries: np.ndarray, bank: np.ndarray, k: int,
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     device = _check_device(device)
-    b = _as_f32(bank, normalize)
-    sim, idx = _search_ip(queries, b, k, exclude_groups, query_groups, batch_size, backend, device,
-                          prepare=lambda batch: _as_f32(batch, normalize))
-    dist = np.maximum(np.float32(0.0), np.float32(1.0) - sim)
+    normalize = normalize and _check_metric(metric) == "cosine"
+    b = as_float32(bank, normalize)
+    sim, idx = similarity_search(queries, b, k, exclude_groups, query_groups, batch_size,
+                                 backend, device, prepare=lambda batch: as_float32(batch, normalize),
+                                 metric=metric)
+    dist = similarity_to_distance(sim, metric)
     dist[idx < 0] = np.inf
     return dist, idx
 
@@ -194,7 +228,7 @@ def knn_search(queries: np.ndarray, bank: np.ndarray, k: int,
 def knn_self(x: np.ndarray, k: int, groups: np.ndarray | None = None,
              symmetric: bool = True, block: int = 4096, batch_size: int = 8192,
              backend: str = "faiss", device: str = "cpu",
-             normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+             normalize: bool = True, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
     """k nearest OTHER items of every item of ``x`` (N, D), leaving out its own group.
 
     Same result as ``knn_search(x, x, k, groups, groups)`` (groups default: each item
@@ -205,6 +239,8 @@ def knn_self(x: np.ndarray, k: int, groups: np.ndarray | None = None,
     running top-k and the k-th best similarity as a threshold, so only entries above it
     (a small fraction once the diagonal blocks have set the thresholds) are merged. This
     halves the matmul work of the quadratic pass (measured in benchmarks/bench_branches.py).
+    With ``metric`` "euclidean" the block product gives ``-|x_i - x_j|^2`` through the
+    squared norms, symmetric as well.
     Otherwise (or with the torch backend / a CUDA device) it is plain ``knn_search``.
     Returns ``dist (N, k)`` ascending and ``idx (N, k)`` (``inf`` / ``-1`` where missing).
     """
@@ -212,10 +248,12 @@ def knn_self(x: np.ndarray, k: int, groups: np.ndarray | None = None,
     groups = np.arange(len(x)) if groups is None else np.asarray(groups)
     if len(groups) != len(x):
         raise ValueError("groups must be (N,)")
-    kw = dict(batch_size=batch_size, backend=backend, device=device)
+    kw = dict(batch_size=batch_size, backend=backend, device=device, metric=metric)
     if not symmetric or backend != "faiss" or _check_device(device) != "cpu" or len(x) <= block:
         return knn_search(x, x, k, groups, groups, normalize=normalize, **kw)
-    x = _as_f32(x, normalize)
+    euclidean = _check_metric(metric) == "euclidean"
+    x = as_float32(x, normalize and not euclidean)
+    sq = np.einsum("ij,ij->i", x, x) if euclidean else None
     n = len(x)
     best_s = np.full((n, k), -np.inf, dtype=np.float32)
     best_i = np.full((n, k), -1, dtype=np.int64)
@@ -226,7 +264,7 @@ def knn_self(x: np.ndarray, k: int, groups: np.ndarray | None = None,
     # diagonal blocks: exact top-k inside the block sets the first thresholds
     for a, b in blocks:
         d, i = knn_search(x[a:b], x[a:b], k, groups[a:b], groups[a:b], normalize=False, **kw)
-        best_s[a:b] = np.where(i >= 0, 1.0 - d, -np.inf)
+        best_s[a:b] = np.where(i >= 0, -(d * d) if euclidean else 1.0 - d, -np.inf)
         best_i[a:b] = np.where(i >= 0, i + a, -1)
     theta = best_s[:, -1].copy()
 
@@ -238,9 +276,12 @@ def knn_self(x: np.ndarray, k: int, groups: np.ndarray | None = None,
         r = np.concatenate([np.repeat(u, k), rows])
         c = np.concatenate([best_i[u].ravel(), cols])
         v = np.concatenate([best_s[u].ravel(), vals])
-        # one float64 key sorts by row, then by descending similarity (sims lie in [-1, 1];
-        # missing entries, -inf, are keyed as -2 so they stay inside their row)
-        order = np.argsort(r * 4.0 + (1.0 - np.maximum(v, -2.0)), kind="stable")
+        if euclidean:  # similarities are unbounded below: sort by row, then by -sim
+            order = np.lexsort((-v.astype(np.float64), r))
+        else:
+            # one float64 key sorts by row, then by descending similarity (sims lie in
+            # [-1, 1]; missing entries, -inf, are keyed as -2 so they stay inside their row)
+            order = np.argsort(r * 4.0 + (1.0 - np.maximum(v, -2.0)), kind="stable")
         c, v = c[order], v[order]
         start = np.cumsum(cnt + k) - (cnt + k)
         take = (start[:, None] + np.arange(k)[None, :]).ravel()
@@ -256,6 +297,11 @@ def knn_self(x: np.ndarray, k: int, groups: np.ndarray | None = None,
         for bj in range(bi + 1, len(blocks)):
             b0, b1 = blocks[bj]
             s = x[a0:a1] @ x[b0:b1].T
+            if euclidean:  # -|x_i - x_j|^2, as symmetric as the product
+                s *= 2.0
+                s -= sq[a0:a1, None]
+                s -= sq[None, b0:b1]
+                np.minimum(s, 0.0, out=s)
             if len(np.intersect1d(block_groups[bi], block_groups[bj], assume_unique=True)):
                 rows, cols = gindex.pairs(groups[a0:a1])
                 ok = (cols >= b0) & (cols < b1)
@@ -265,7 +311,7 @@ def knn_self(x: np.ndarray, k: int, groups: np.ndarray | None = None,
             r, c = above(s, theta[b0:b1], 0)
             merge(c + b0, r + a0, s[r, c])
     best_i[~np.isfinite(best_s)] = -1
-    dist = np.maximum(np.float32(0.0), np.float32(1.0) - best_s)
+    dist = similarity_to_distance(best_s, metric)
     dist[best_i < 0] = np.inf
     return dist, best_i
 
@@ -292,7 +338,7 @@ def _project(x: np.ndarray, proj_dim: int | None, seed: int, normalize: bool,
         proj = (rng.standard_normal((d, proj_dim)) / np.sqrt(proj_dim)).astype(np.float32)
     out = np.empty((n, d if proj is None else proj_dim), dtype=np.float32)
     for s in range(0, n, chunk):
-        block = _as_f32(x[s:s + chunk], normalize)
+        block = as_float32(x[s:s + chunk], normalize)
         out[s:s + chunk] = block if proj is None else block @ proj
     return out
 

@@ -19,14 +19,10 @@ def _save(fig, path: str | Path | None):
 
 
 def log_mel(wave: np.ndarray, sr: int = 16000, n_mels: int = 128) -> np.ndarray:
-    """(frames, n_mels) log-mel energies with the encoder's framing (25 ms / 10 ms)."""
-    import torch
-    import torchaudio
+    """(frames, n_mels) log-mel energies with the encoder's framing (25 ms / 10 ms), for display."""
+    from asdlib.floors import log_mel as kaldi_log_mel
 
-    x = torch.as_tensor(np.asarray(wave, dtype=np.float32))[None] * 2 ** 15
-    fb = torchaudio.compliance.kaldi.fbank(x, num_mel_bins=n_mels, sample_frequency=sr,
-                                           frame_length=25, frame_shift=10)
-    return fb.numpy()
+    return kaldi_log_mel(np.asarray(wave, dtype=np.float32), sr, n_mels)
 
 
 def spectrogram_grid(examples: pd.DataFrame, channels=("near", "far"), path=None):

@@ -2,8 +2,8 @@
 
 A score table has one row per (machine, name, branch): ``score``, ``is_self`` (True for
 leave-one-out bank self-scores) and, for test clips, ``domain``, ``label``, ``kind``.
-Notebooks 03-05 write one each (``scores.csv``); fusion reads them all. The log-mel kNN
-reference (no encoder) and the utterance kNN used to judge adaptation live here too.
+Notebooks 03-05 write one each (``scores.csv``); fusion reads them all. The clip-level kNN
+used to judge adaptation (and by the clip-level floor, `asdlib.floors`) lives here too.
 """
 
 from __future__ import annotations
@@ -22,15 +22,26 @@ SCORE_STEPS = ("03_subband", "04_patch", "05_ldn")
 
 @dataclass(frozen=True)
 class BranchSpec:
-    """A branch to run: registry name, parameters, and the column name of its scores."""
+    """A branch to run: registry name, parameter overrides, the column name of its scores,
+    and the stored encoder layer its features come from (an index, or "embed": the patch
+    embedding before its LayerNorm, `asdlib.features.EMBED`)."""
 
     branch: str
     params: dict = field(default_factory=dict)
     label: str | None = None
+    layer: int | str = -1
 
     @property
     def name(self) -> str:
         return self.label or self.branch
+
+    def record(self) -> dict:
+        """Every parameter of the branch (defaults included) and its layer: what a score
+        table's ``.params.json`` keeps."""
+        from asdlib import branches as branch_lib
+
+        return {"branch": self.branch, "layer": self.layer,
+                **branch_lib.make_branch(self.branch, **self.params).params}
 
 
 def _test_meta(table: pd.DataFrame, machine: str, names) -> pd.DataFrame:
@@ -42,18 +53,21 @@ def _test_meta(table: pd.DataFrame, machine: str, names) -> pd.DataFrame:
     return meta.loc[list(names)].reset_index()
 
 
-def score_machine(bank, test, specs: list[BranchSpec], machine: str, table: pd.DataFrame,
+def score_machine(load, specs: list[BranchSpec], machine: str, table: pd.DataFrame,
                   log=None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Fit every branch on ``bank`` (ClipFeatures) and score ``test``.
+    """Fit every branch on its bank and score the test clips of one machine.
 
+    ``load(split, layer) -> ClipFeatures`` gives the features of a split at a stored layer.
     Returns the tidy rows of this machine and the localisation maps of the branches that
     keep them (branch name -> (M, T', 8)).
     """
     from asdlib import branches as branch_lib
 
-    meta = _test_meta(table, machine, test.names)
-    rows, maps = [], {}
+    rows, maps, meta = [], {}, None
     for spec in specs:
+        bank, test = load("train", spec.layer), load("test", spec.layer)
+        if meta is None:
+            meta = _test_meta(table, machine, test.names)
         branch = branch_lib.make_branch(spec.branch, **spec.params)
         branch.fit(bank)
         res = branch.score(test)
@@ -73,19 +87,21 @@ def score_machine(bank, test, specs: list[BranchSpec], machine: str, table: pd.D
 
 
 def score_run(store, table: pd.DataFrame, specs: list[BranchSpec], channel: str = "near",
-              layer: int = -1, maps_dir: Path | None = None, progress: bool = True
-              ) -> pd.DataFrame:
+              maps_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
     """Score every machine of the clip table from a feature store; maps saved as .npz."""
+    from functools import lru_cache
+
     from tqdm.auto import tqdm
 
     machines = list(dict.fromkeys(table["machine"]))
     parts = []
     for machine in tqdm(machines, desc="machines", disable=not progress):
-        bank = store.load(machine, "train", layer=layer, channel=channel)
-        test = store.load(machine, "test", layer=layer, channel=channel)
-        rows, maps = score_machine(bank, test, specs, machine, table)
+        load = lru_cache(maxsize=None)(
+            lambda split, layer, m=machine: store.load(m, split, layer=layer, channel=channel))
+        rows, maps = score_machine(load, specs, machine, table)
         parts.append(rows)
         if maps_dir is not None and maps:
+            test = load("test", next(s.layer for s in specs if s.name in maps))
             maps_dir.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(maps_dir / f"{machine}.npz", names=np.asarray(test.names, dtype=str),
                                 n_time=np.asarray(test.n_time),
@@ -139,25 +155,7 @@ def load_scores(run, steps: tuple[str, ...] = SCORE_STEPS) -> pd.DataFrame:
     return scores
 
 
-# ---------------------------------------------------------------- encoder-free reference
-
-def logmel_embeddings(table: pd.DataFrame, channel: str = "near", n_mels: int = 128,
-                      progress: bool = True) -> np.ndarray:
-    """(clips, n_mels) mean log-mel vector per clip (the encoder-free reference)."""
-    import torch
-    import torchaudio
-    from tqdm.auto import tqdm
-
-    from asdlib import audio
-
-    out = np.zeros((len(table), n_mels), dtype=np.float32)
-    for i, path in enumerate(tqdm(table["path"], desc="log-mel", disable=not progress)):
-        wave, sr = audio.load_clip(path, channel=channel)
-        fb = torchaudio.compliance.kaldi.fbank(torch.from_numpy(wave)[None] * 2 ** 15,
-                                               num_mel_bins=n_mels, sample_frequency=sr)
-        out[i] = fb.mean(0).numpy()
-    return out
-
+# ---------------------------------------------------------------- clip-level kNN
 
 def knn_scores(embeddings: np.ndarray, table: pd.DataFrame, branch: str) -> pd.DataFrame:
     """Cosine distance to the nearest normal training clip of the same machine.
@@ -184,29 +182,15 @@ def knn_scores(embeddings: np.ndarray, table: pd.DataFrame, branch: str) -> pd.D
     return pd.concat(parts, ignore_index=True)
 
 
-def official(scores: pd.DataFrame) -> float:
-    """Official pooled hmean of a tidy table's test rows."""
-    test = scores[~scores["is_self"]]
-    return float(metrics.evaluate_table(test).loc["Overall", "hmean"])
-
-
-def load_reference(run) -> pd.DataFrame:
-    """The log-mel kNN reference scores written by notebook 01 (test rows)."""
-    path = run.dir / "01_finetune" / "logmel_reference.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} missing: run step 01_finetune first")
-    ref = pd.read_csv(path, dtype={"name": str})
-    return ref[~ref["is_self"]]
-
-
 # ------------------------------------------------------------------ branches per notebook
 
 #: Notebook 03: utterance, attentive-pooled, band-preserving and sub-band branches.
 SUBBAND_SPECS = [BranchSpec("utt_knn"), BranchSpec("asp_knn"), BranchSpec("band_knn"),
                  BranchSpec("beam_mean"), BranchSpec("beam_max"), BranchSpec("adabeam"),
                  BranchSpec("subband3")]
-#: Notebook 04: fine-grained localized scoring (always LDN-calibrated), two aggregations.
-PATCH_SPECS = [BranchSpec("fine_broad"), BranchSpec("fine_selective")]
+#: Notebook 04: fine-grained localized scoring (always LDN-calibrated), two aggregations of
+#: the patch embedding before its LayerNorm, where tokens keep their scale.
+PATCH_SPECS = [BranchSpec("fine_broad", layer="embed"), BranchSpec("fine_selective", layer="embed")]
 #: Notebook 05: the clip-level kNN branches again, with LDN on.
 LDN_SPECS = [BranchSpec("utt_knn", {"ldn": True}, "utt_knn+ldn"),
              BranchSpec("asp_knn", {"ldn": True}, "asp_knn+ldn"),

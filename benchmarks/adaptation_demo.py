@@ -28,7 +28,8 @@ from asdlib.adaptation import training
 from asdlib.adaptation.small_encoder import SMALL_ASSET
 from asdlib import metrics
 from asdlib.data import scan_dataset
-from asdlib.scoring import logmel_embeddings, utterance_embeddings
+from asdlib.floors import logmel_embeddings
+from asdlib.scoring import utterance_embeddings
 
 
 def knn_official(table, emb: np.ndarray, metric: str = "cosine") -> tuple[float, dict]:

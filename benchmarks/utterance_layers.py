@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from asdlib import encoder, experiment, features, metrics, scoring
+from asdlib import encoder, experiment, features, floors, metrics, scoring
 from asdlib.adaptation.small_encoder import starting_encoder
 
 
@@ -81,7 +81,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = experiment.RunConfig(data_root=args.root)
     table = experiment.clip_table(config)
-    logmel = scoring.logmel_embeddings(table, args.channel, progress=False)
+    logmel = floors.logmel_embeddings(table, args.channel, progress=False)
     bands = logmel.reshape(len(logmel), 8, 16)
     train = (table["split"] == "train").to_numpy()
     levels = band_means(logmel)

@@ -42,7 +42,7 @@ run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipe
 # %%
 import pandas as pd
 
-from asdlib import experiment, plots, scoring
+from asdlib import experiment, floors, plots, scoring
 from asdlib.adaptation import training
 
 run = experiment.Run.open(run_dir)
@@ -54,12 +54,16 @@ adapt_cfg = experiment.adapt_config(cfg)
 print(adapt_cfg)
 
 # %% [markdown]
-# ## Before adaptation, and the encoder-free floor
+# ## Before adaptation, and the encoder-free floors
+# Two floors use no encoder (`asdlib.floors`): the clip-level log-mel kNN (the mean log-mel
+# vector of a clip against its nearest normal clip) and the frame-level log-mel kNN (every
+# 10 ms frame, with a frame of context either side, against its nearest normal frame; the
+# mean of a clip's 10 largest frame distances), which sees short events. Every table of
+# the later notebooks shows both.
 
 # %%
-reference = scoring.knn_scores(scoring.logmel_embeddings(table, cfg.channel), table,
-                               "logmel_knn")
-scoring.save_scores(reference, out / "logmel_reference.csv")
+floor_scores = floors.floors(table, cfg.channel)
+scoring.save_scores(floor_scores, out / floors.FLOORS_FILE)
 start = experiment.starting_encoder(cfg)
 emb_before = scoring.utterance_embeddings(start, table, cfg.channel, device)
 before = scoring.knn_scores(emb_before, table, "utt_knn_before")
@@ -86,7 +90,7 @@ after = scoring.knn_scores(emb_after, table, "utt_knn_after")
 
 # %%
 # CHECK_NUMBERS
-judged = pd.concat([reference, before, after])
+judged = pd.concat([floor_scores, before, after])
 summary = scoring.branch_table(judged) * 100
 summary.to_csv(out / "adaptation_summary.csv")
 print(summary.round(2).to_string())

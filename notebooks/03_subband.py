@@ -33,7 +33,9 @@
 run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipeline
 
 # %%
-from asdlib import experiment, plots, scoring
+import pandas as pd
+
+from asdlib import experiment, floors, plots, scoring
 
 run = experiment.Run.open(run_dir)
 out = run.step("03_subband")
@@ -44,7 +46,7 @@ store = run.feature_store()
 # %%
 scores = scoring.score_run(store, table, scoring.SUBBAND_SPECS, channel=cfg.channel)
 scoring.save_scores(scores, out / "scores.csv",
-                    params={s.name: s.params for s in scoring.SUBBAND_SPECS})
+                    params={s.name: s.record() for s in scoring.SUBBAND_SPECS})
 
 # %% [markdown]
 # ## Official score of each branch and AUC per fault kind (%)
@@ -53,7 +55,7 @@ scoring.save_scores(scores, out / "scores.csv",
 
 # %%
 # CHECK_NUMBERS
-summary = scoring.branch_table(scores) * 100
+summary = scoring.branch_table(pd.concat([scores, floors.load(run)])) * 100
 summary.to_csv(out / "branch_summary.csv")
 print(summary.round(2).to_string())
 

@@ -30,7 +30,9 @@ n_maps: int = 6  # localisation maps shown (highest-scoring test clips)
 
 # %%
 import numpy as np
-from asdlib import audio, experiment, plots, scoring
+import pandas as pd
+
+from asdlib import audio, experiment, floors, plots, scoring
 
 run = experiment.Run.open(run_dir)
 out = run.step("04_patch")
@@ -42,14 +44,14 @@ store = run.feature_store()
 scores = scoring.score_run(store, table, scoring.PATCH_SPECS, channel=cfg.channel,
                            maps_dir=out / "maps")
 scoring.save_scores(scores, out / "scores.csv",
-                    params={s.name: s.params for s in scoring.PATCH_SPECS})
+                    params={s.name: s.record() for s in scoring.PATCH_SPECS})
 
 # %% [markdown]
 # ## Official score and AUC per fault kind (%)
 
 # %%
 # CHECK_NUMBERS
-summary = scoring.branch_table(scores) * 100
+summary = scoring.branch_table(pd.concat([scores, floors.load(run)])) * 100
 summary.to_csv(out / "branch_summary.csv")
 print(summary.round(2).to_string())
 

@@ -29,7 +29,7 @@ run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipe
 # %%
 import pandas as pd
 
-from asdlib import experiment, fusion, plots, scoring
+from asdlib import experiment, floors, fusion, plots, scoring
 
 run = experiment.Run.open(run_dir)
 out = run.step("05_ldn")
@@ -40,7 +40,7 @@ store = run.feature_store()
 # %%
 scores = scoring.score_run(store, table, scoring.LDN_SPECS, channel=cfg.channel)
 scoring.save_scores(scores, out / "scores.csv",
-                    params={s.name: s.params for s in scoring.LDN_SPECS})
+                    params={s.name: s.record() for s in scoring.LDN_SPECS})
 plain = pd.read_csv(run.dir / "03_subband" / "scores.csv", dtype={"name": str})
 
 # %% [markdown]
@@ -50,7 +50,7 @@ plain = pd.read_csv(run.dir / "03_subband" / "scores.csv", dtype={"name": str})
 # CHECK_NUMBERS
 pairs = [(s.branch, s.name) for s in scoring.LDN_SPECS]
 both = pd.concat([plain[plain["branch"].isin([a for a, _ in pairs])], scores])
-summary = scoring.branch_table(both, kinds=False) * 100
+summary = scoring.branch_table(pd.concat([both, floors.load(run)]), kinds=False) * 100
 summary.to_csv(out / "ldn_summary.csv")
 print(summary.round(2).to_string())
 

@@ -1,6 +1,8 @@
 """asdlib.branches: every branch against a brute-force numpy reference on small random
 data, leave-one-out, masking of padded tokens, domain handling, maps, parameters."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -73,9 +75,17 @@ def ref_descriptor(name, f):
     raise KeyError(name)
 
 
-def ref_vector(bank_desc, test_desc, ldn, K=16, kc=None):
+def capped(K, domains):
+    """LDN's K: at most half the smallest domain's count (asdlib.ldn.capped_k)."""
+    _, counts = np.unique(np.asarray(domains).astype(str), return_counts=True)
+    return K if len(counts) < 2 else max(1, min(K, counts.min() // 2))
+
+
+def ref_vector(bank_desc, test_desc, ldn, K=16, kc=None, domains=None):
     """Per-view nearest (or LDN) distance, mean over views: test (M,), self (N,)."""
     test_s, self_s = [], []
+    if domains is not None:
+        K = capped(K, domains)
     for v in range(bank_desc.shape[1]):
         b, q = _unit(bank_desc[:, v]), _unit(test_desc[:, v])
         dq = 1 - q @ b.T
@@ -89,7 +99,13 @@ def ref_vector(bank_desc, test_desc, ldn, K=16, kc=None):
     return np.mean(test_s, 0), np.mean(self_s, 0)
 
 
-def ref_fine_maps(bank, test, ldn=True, K=16, kc=32, keep=None):
+def _pairwise(a, b, metric):
+    if metric == "cosine":
+        return 1 - a @ b.T
+    return np.sqrt(np.maximum(0.0, ((a[:, None] - b[None]) ** 2).sum(-1)))
+
+
+def ref_fine_maps(bank, test, ldn=True, K=16, kc=32, keep=None, metric="euclidean"):
     """Per-token calibrated distances. Returns test maps (M, T', 8), self maps (N, T', 8).
 
     keep: optional per band list of bank-token positions (into the valid token list) that
@@ -99,13 +115,15 @@ def ref_fine_maps(bank, test, ldn=True, K=16, kc=32, keep=None):
     smaps = np.full((n, t, 8), np.nan)
     bclip, btime = np.nonzero(bank.valid_time())
     qclip, qtime = np.nonzero(test.valid_time())
+    K = capped(K, np.asarray(bank.domain)[bclip])
+    prep = _unit if metric == "cosine" else (lambda v: np.asarray(v, np.float64))
     for b in range(8):
-        x_all = _unit(bank.tokens[bclip, btime, b].astype(np.float32))
+        x_all = prep(bank.tokens[bclip, btime, b].astype(np.float32))
         sel = np.arange(len(x_all)) if keep is None else keep[b]
         x, g = x_all[sel], bclip[sel]
 
         def calibrated(q, qgroups):
-            d = 1 - q @ x.T
+            d = _pairwise(q, x, metric)
             if qgroups is not None:
                 d[qgroups[:, None] == g[None, :]] = np.inf
             if not ldn:
@@ -115,10 +133,10 @@ def ref_fine_maps(bank, test, ldn=True, K=16, kc=32, keep=None):
                 np.put_along_axis(d, far, np.inf, 1)
             return (d / (EPS + rho)).min(1)
 
-        dbb = 1 - x @ x.T
+        dbb = _pairwise(x, x, metric)
         dbb[g[:, None] == g[None, :]] = np.inf
         rho = np.array([r[np.isfinite(r)][:K].mean() for r in np.sort(dbb, 1)])
-        q = _unit(test.tokens[qclip, qtime, b].astype(np.float32))
+        q = prep(test.tokens[qclip, qtime, b].astype(np.float32))
         tmaps[qclip, qtime, b] = calibrated(q, None)
         smaps[bclip, btime, b] = calibrated(x_all, bclip)
     return tmaps, smaps
@@ -151,7 +169,8 @@ def close(a, b, tol=2e-4):
 def test_vector_branches_match_reference(bank, test_set, name, ldn):
     branch = make_branch(name, ldn=ldn, k_ldn=4).fit(bank)
     res = branch.score(test_set)
-    ref_t, ref_s = ref_vector(ref_descriptor(name, bank), ref_descriptor(name, test_set), ldn, K=4)
+    ref_t, ref_s = ref_vector(ref_descriptor(name, bank), ref_descriptor(name, test_set), ldn, K=4,
+                              domains=bank.domain)
     assert isinstance(res, BranchResult) and res.maps is None and res.scores.shape == (5,)
     close(res.scores, ref_t)
     close(branch.self_scores(), ref_s)
@@ -186,12 +205,14 @@ def test_multiview_branches_match_reference(bank, test_set, combine):
 
 # ------------------------------------------------------------------ fine-grained branches
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 @pytest.mark.parametrize("kc", [32, 3, None])
-def test_fine_branches_match_reference(bank, test_set, kc):
-    broad = make_branch("fine_broad", k_ldn=5, k_candidates=kc, q=30).fit(bank)
-    sel = make_branch("fine_selective", k_ldn=5, k_candidates=kc).fit(bank)
-    topk = make_branch("fine_selective", k_ldn=5, k_candidates=kc, mode="topk", topk=4).fit(bank)
-    tmaps, smaps = ref_fine_maps(bank, test_set, K=5, kc=kc)
+def test_fine_branches_match_reference(bank, test_set, kc, metric):
+    kw = dict(k_ldn=5, k_candidates=kc, metric=metric)
+    broad = make_branch("fine_broad", q=30, **kw).fit(bank)
+    sel = make_branch("fine_selective", **kw).fit(bank)
+    topk = make_branch("fine_selective", mode="topk", topk=4, **kw).fit(bank)
+    tmaps, smaps = ref_fine_maps(bank, test_set, K=5, kc=kc, metric=metric)
     rb = broad.score(test_set)
     assert rb.maps.shape == (5, T, 8)
     close(rb.maps, tmaps)
@@ -205,7 +226,7 @@ def test_fine_branches_match_reference(bank, test_set, kc):
 
 
 def test_fine_without_ldn_matches_reference(bank, test_set):
-    branch = make_branch("fine_broad", ldn=False).fit(bank)
+    branch = make_branch("fine_broad", ldn=False, q=100).fit(bank)
     tmaps, smaps = ref_fine_maps(bank, test_set, ldn=False)
     close(branch.score(test_set).maps, tmaps)
     close(branch.self_scores(), ref_broad(smaps))
@@ -221,11 +242,11 @@ def test_fine_branches_share_one_scorer(bank, test_set):
 
 def test_fine_coreset(bank, test_set):
     # coreset = 1 keeps the bank but computes self maps by the separate path: same result
-    full = make_branch("fine_broad", k_ldn=5).fit(bank)
-    one = make_branch("fine_broad", k_ldn=5, coreset=1.0).fit(bank)
+    full = make_branch("fine_broad", k_ldn=5, q=100).fit(bank)
+    one = make_branch("fine_broad", k_ldn=5, coreset=1.0, q=100).fit(bank)
     close(one.self_scores(), full.self_scores())
     close(one.score(test_set).scores, full.score(test_set).scores)
-    half = make_branch("fine_broad", k_ldn=5, coreset=0.5, coreset_proj=None).fit(bank)
+    half = make_branch("fine_broad", k_ldn=5, coreset=0.5, coreset_proj=None, q=100).fit(bank)
     sc = half.scorer
     n_src = int(sum(bank.n_time[i] for i in range(len(bank)) if bank.domain[i] == "source"))
     n_tgt = int(bank.n_time.sum()) - n_src
@@ -356,9 +377,14 @@ def test_params_recorded(bank, test_set):
     res = branch.fit(bank).score(test_set)
     assert res.params == branch.params and res.name == "fine_broad"
     for name, cls in BRANCHES.items():
-        b = make_branch(name)
-        assert b.params == cls.defaults and b.name == name
+        b = make_branch(name)  # the defaults are the parameter dataclass's, defined once
+        assert b.config == cls.Params() and b.params == dataclasses.asdict(cls.Params())
+        assert b.name == name
     assert make_branch("adabeam").params["combine"] == "mean"
+    assert make_branch("fine_broad").params["metric"] == "euclidean"
+    assert make_branch("utt_knn").params["metric"] == "cosine"
+    with pytest.raises(ValueError, match="metric"):
+        make_branch("fine_broad", metric="manhattan")
     with pytest.raises(TypeError):
         make_branch("utt_knn", q=10)
     with pytest.raises(KeyError):

@@ -167,14 +167,20 @@ def test_grid_is_time_major(pretrained, reference):
     model = pretrained
     with torch.inference_mode():
         fbank = model.preprocess(reference["waveform"])
-        grid = tokens_to_grid(model._embed_patches(fbank))
+        tokens, before_norm = model._embed_patches(fbank)
+        grid = tokens_to_grid(tokens)
+        out = model.extract(reference["waveform"], layers=(0, -1), embed=True)
         for t, f in [(0, 0), (0, 7), (5, 2), (17, 6)]:
             patch = fbank[:, 16 * t:16 * t + 16, 16 * f:16 * f + 16].reshape(2, 256)
             embedded = patch @ model.patch_embedding.weight.view(-1, 256).T
             projected = model.post_extract_proj(model.layer_norm(embedded))
             assert max_abs(grid[:, t, f], projected) < 1e-5
-        out = model.extract(reference["waveform"], layers=(0, -1))
+            # the "embed" view is the patch embedding before its LayerNorm
+            assert max_abs(out.embed_grid()[:, t, f], embedded) < 1e-4
     assert out.grid(-1).shape == (2, 18, 8, 96)
+    assert out.embed_grid().shape == (2, 18, 8, model.cfg.embed_dim)
+    with pytest.raises(KeyError, match="embed=True"):
+        model.extract(reference["waveform"]).embed_grid()
     assert torch.equal(out.grid(0)[:, 4, 3], out.tokens[0][:, 8 * 4 + 3])
     assert out.token_padding is None and out.time_valid.all() and out.n_time.tolist() == [18, 18]
 

@@ -491,9 +491,11 @@ def test_real_tiny_encoder(tmp_path):
     d = model.cfg.encoder_embed_dim
     torch.manual_seed(0)
     heads = (adaptation.ASPHead(d, emb_dim=16), adaptation.BandAttentivePooling(d))
-    cfg = ExtractConfig(layers=(-1, 1), batch_size=2, device="cpu")
+    cfg = ExtractConfig(layers=(-1, 1, "embed"), batch_size=2, device="cpu")
     store = extract_features(table, model, heads, cfg, tmp_path / "store", progress=False)
     f = store.load("fan", "train")
+    embedded = store.load("fan", "train", layer="embed")
+    assert embedded.tokens.shape[-1] == model.cfg.embed_dim  # its own width
     frames = [1 + (n * HOP + 37 - 400) // 160 for n in lengths[("fan", "train")]]
     np.testing.assert_array_equal(f.n_time, [t // 16 for t in frames])
     assert f.tokens.shape == (3, frames[0] // 16, 8, d)
@@ -502,10 +504,13 @@ def test_real_tiny_encoder(tmp_path):
     for i in (1, 2):  # padded in its batch, yet equal to the clip encoded alone
         wave = torch.from_numpy(fake_load(table.path[i])[0])[None]
         with torch.no_grad():
-            out = model.extract(wave, layers=(-1,))
+            out = model.extract(wave, layers=(-1,), embed=True)
             alone = out.grid(-1)
             emb = heads[0](alone, out.time_valid)[0].numpy()
         alone = alone[0].numpy()
+        before_norm = out.embed_grid()[0].numpy()
+        np.testing.assert_allclose(embedded.tokens[i, : len(before_norm)], before_norm,
+                                   rtol=1e-2, atol=1e-2)
         np.testing.assert_allclose(f.tokens[i, : len(alone)], alone, rtol=1e-2, atol=1e-2)
         np.testing.assert_allclose(f.utt[i], alone.mean((0, 1)), rtol=1e-2, atol=1e-2)
         np.testing.assert_allclose(f.asp[i], emb, rtol=1e-2, atol=1e-2)

@@ -199,3 +199,41 @@ def test_coreset_torch_path_matches_numpy(data):
     sel = greedy_coreset(bank, n=25, seed=2, proj_dim=8)
     xp = _project(bank, 8, 2, True)
     np.testing.assert_array_equal(_greedy_torch(xp, 25, int(sel[0]), "cpu"), sel)
+
+
+def _brute_l2(q, b, k, bg=None, qg=None):
+    d = np.sqrt(((np.asarray(q, np.float64)[:, None] - np.asarray(b, np.float64)[None]) ** 2).sum(-1))
+    if bg is not None:
+        d[np.asarray(qg)[:, None] == np.asarray(bg)[None, :]] = np.inf
+    idx = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, idx, 1), idx
+
+
+@pytest.mark.parametrize("backend", ["faiss", "torch"])
+def test_euclidean_matches_brute_force_and_keeps_the_scale(data, backend):
+    rng, bank, queries = data
+    bank = bank * rng.uniform(0.5, 3.0, (len(bank), 1)).astype(np.float32)  # scales differ
+    bg = np.arange(len(bank)) // 9
+    qg = rng.integers(0, bg.max() + 1, len(queries))
+    dist, idx = knn_search(queries, bank, 5, bg, qg, batch_size=8, backend=backend,
+                           metric="euclidean")
+    ref_d, ref_i = _brute_l2(queries, bank, 5, bg, qg)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(idx, ref_i)
+    # a vector twice as long as a bank item is far from it in Euclidean, not in cosine
+    twice = 2.0 * bank[:1]
+    assert knn_search(twice, bank[:1], 1, metric="euclidean")[0][0, 0] > 1.0
+    assert knn_search(twice, bank[:1], 1)[0][0, 0] < 1e-6
+
+
+@pytest.mark.parametrize("block", [16, 50])
+def test_knn_self_euclidean_symmetric_matches_brute_force(data, block):
+    rng, bank, _ = data
+    bank = bank * rng.uniform(0.5, 3.0, (len(bank), 1)).astype(np.float32)
+    groups = np.repeat(np.arange(60), 5)[:len(bank)]
+    dist, idx = knn_self(bank, 9, groups, block=block, metric="euclidean")
+    ref_d, ref_i = _brute_l2(bank, bank, 9, groups, groups)
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(idx, ref_i)
+    with pytest.raises(ValueError, match="metric"):
+        knn_search(bank, bank, 1, metric="manhattan")

@@ -129,3 +129,40 @@ def test_candidates_helper_and_density_padding():
     np.testing.assert_allclose(s[:2], [0.1, 0.6], rtol=1e-6)
     np.testing.assert_array_equal(a, [0, 2, -1])
     assert np.isinf(s[2])
+
+
+def _l2(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1))
+
+
+@pytest.mark.parametrize("kc", [None, 5])
+def test_euclidean_ldn_matches_its_definition(kc):
+    rng = np.random.default_rng(3)
+    bank = (rng.standard_normal((120, 16)) * rng.uniform(0.5, 2.0, (120, 1))).astype(np.float32)
+    queries = (rng.standard_normal((30, 16)) * 1.5).astype(np.float32)
+    groups = np.arange(120) // 4
+    rho = local_density(bank, K=6, groups=groups, metric="euclidean")
+    d = _l2(bank, bank)
+    d[groups[:, None] == groups[None, :]] = np.inf
+    np.testing.assert_allclose(rho, np.sort(d, 1)[:, :6].mean(1), rtol=1e-4)
+    scores, arg = ldn_scores(queries, bank, rho, 1e-3, kc, metric="euclidean")
+    ratio = _l2(queries, bank) / (1e-3 + rho[None].astype(np.float64))
+    if kc is not None:
+        far = np.argsort(_l2(queries, bank), axis=1, kind="stable")[:, kc:]
+        np.put_along_axis(ratio, far, np.inf, 1)
+    np.testing.assert_allclose(scores, ratio.min(1), rtol=1e-4)
+    np.testing.assert_array_equal(arg, ratio.argmin(1))
+    own, _ = ldn_self_scores(bank, rho, 1e-3, groups, metric="euclidean")
+    self_ratio = _l2(bank, bank) / (1e-3 + rho[None].astype(np.float64))
+    self_ratio[groups[:, None] == groups[None, :]] = np.inf
+    np.testing.assert_allclose(own, self_ratio.min(1), rtol=1e-4)
+
+
+def test_k_is_capped_by_the_smallest_domain():
+    from asdlib.ldn import capped_k
+
+    assert capped_k(16, ["source"] * 990 + ["target"] * 10) == 5
+    assert capped_k(16, ["source"] * 100 + ["target"] * 100) == 16
+    assert capped_k(16, ["source"] * 50) == 16          # one domain: nothing to balance
+    assert capped_k(16, ["source"] * 50 + ["target"] * 1) == 1

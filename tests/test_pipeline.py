@@ -41,10 +41,11 @@ def test_every_step_executed(tiny_run):
         assert (run_dir / "notebooks" / f"{step}.ipynb").exists()
 
 
-def test_table1_has_four_systems_and_the_floor(tiny_run):
+def test_table1_has_four_systems_and_both_floors(tiny_run):
     run_dir, _ = tiny_run
     table = pd.read_csv(run_dir / "07_results" / "table1.csv")
-    for s in ("System 1", "System 2", "System 3", "System 4", "log-mel kNN"):
+    for s in ("System 1", "System 2", "System 3", "System 4", "log-mel clip kNN",
+              "log-mel frame kNN", "System 1 (LOMO)"):
         assert s in table.columns
     machines = set(table["machine"]) - {"Overall"}
     assert len(machines) == 7

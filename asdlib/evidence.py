@@ -1,0 +1,91 @@
+"""Where the evidence of a fault is kept or lost on its way through the encoder.
+
+For a set of token views (the raw log-mel patches, the patch embedding before and after its
+LayerNorm, each hidden state), every distance (cosine, Euclidean), LDN on and off, and
+every aggregation of the token map (mean of all, mean of the top 10 %, max over time per
+band, mean of the top 3), `evidence_table` scores each test clip with the fine-grained
+scorer (`asdlib.branches.FinePatchScorer`) and reports the official score and the AUC per
+fault kind. Notebook 04 shows it for the stored views; ``benchmarks/evidence.py`` for every
+layer and for raw log-mel patches at two time resolutions.
+
+A view is a `asdlib.features.ClipFeatures` per split (only ``tokens``, ``n_time``,
+``domain``, ``names`` are used).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from asdlib import metrics
+from asdlib.branches import (FineParams, FinePatchScorer, aggregate_band_max,
+                             aggregate_top_fraction, aggregate_topk)
+from asdlib.features import ClipFeatures
+
+#: Aggregations of a (T', 8) token map into a clip score.
+AGGREGATIONS = {
+    "mean": lambda maps: aggregate_top_fraction(maps, 100.0),
+    "top 10 %": lambda maps: aggregate_top_fraction(maps, 10.0),
+    "band max": aggregate_band_max,
+    "top 3": lambda maps: aggregate_topk(maps, 3),
+}
+KINDS = ("transient", "narrowband", "broad")
+
+
+def clip_features(grids: list[np.ndarray], domains, names) -> ClipFeatures:
+    """ClipFeatures from per-clip token grids (T'_i, 8, D), zero-padded to the longest."""
+    t_max = max(len(g) for g in grids)
+    tokens = np.zeros((len(grids), t_max, 8, grids[0].shape[-1]), dtype=np.float32)
+    for i, g in enumerate(grids):
+        tokens[i, :len(g)] = g
+    n_time = np.array([len(g) for g in grids])
+    utt = np.stack([g.mean((0, 1)) for g in grids]).astype(np.float32)
+    return ClipFeatures(tokens=tokens, n_time=n_time, utt=utt, asp=None, band_att=None,
+                        domain=np.asarray(domains, dtype=object), names=np.asarray(names, dtype=object))
+
+
+def score_view(bank: ClipFeatures, test: ClipFeatures, metric: str, ldn: bool,
+               k_ldn: int = 16) -> dict[str, np.ndarray]:
+    """{aggregation: (M,) clip scores} of one view, distance and LDN setting."""
+    scorer = FinePatchScorer(FineParams(metric=metric, ldn=ldn, k_ldn=k_ldn)).fit(bank)
+    maps = scorer.maps(test)
+    return {name: agg(maps) for name, agg in AGGREGATIONS.items()}
+
+
+def summarise(scores: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Official score, AUC_s, AUC_t and AUC per kind (%) of every ``by`` group of a tidy
+    table (machine, name, score, domain, label, kind)."""
+    rows = []
+    for key, group in scores.groupby(by, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        overall = metrics.evaluate_table(group, kind_column="kind").loc["Overall"]
+        row = dict(zip(by, key), official=overall["hmean"], AUC_s=overall["AUC_s"],
+                   AUC_t=overall["AUC_t"])
+        row.update({kind: overall.get(f"AUC[{kind}]") for kind in KINDS})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    numbers = [c for c in out.columns if c not in by]
+    out[numbers] = out[numbers].astype(float) * 100
+    return out
+
+
+def evidence_table(views: dict, test_meta: pd.DataFrame,
+                   metrics_: tuple[str, ...] = ("cosine", "euclidean"),
+                   ldn: tuple[bool, ...] = (False, True)) -> pd.DataFrame:
+    """Official score and AUC per kind (%) for every view x distance x LDN x aggregation.
+
+    views: {view name: {machine: (bank ClipFeatures, test ClipFeatures)}};
+    test_meta: the test clips' machine, name, domain, label, kind.
+    """
+    rows = []
+    for view, per_machine in views.items():
+        for machine, (bank, test) in per_machine.items():
+            for metric in metrics_:
+                for use_ldn in ldn:
+                    for agg, s in score_view(bank, test, metric, use_ldn).items():
+                        rows.append(pd.DataFrame({"view": view, "metric": metric,
+                                                  "ldn": use_ldn, "aggregation": agg,
+                                                  "machine": machine, "name": test.names,
+                                                  "score": s}))
+    scores = pd.concat(rows, ignore_index=True).merge(test_meta, on=["machine", "name"])
+    return summarise(scores, ["view", "metric", "ldn", "aggregation"])
