@@ -89,3 +89,37 @@ def evidence_table(views: dict, test_meta: pd.DataFrame,
                                                   "score": s}))
     scores = pd.concat(rows, ignore_index=True).merge(test_meta, on=["machine", "name"])
     return summarise(scores, ["view", "metric", "ldn", "aggregation"])
+
+
+def store_views(store, table: pd.DataFrame, channel: str = "near",
+                layers=(-1, "embed")) -> dict:
+    """{layer name: {machine: (bank, test)}} of a run's feature store, for `evidence_table`."""
+    names = {-1: "final layer", "embed": "embed (before LayerNorm)"}
+    views: dict = {}
+    for layer in layers:
+        for machine in dict.fromkeys(table["machine"]):
+            bank = store.load(machine, "train", layer=layer, channel=channel)
+            test = store.load(machine, "test", layer=layer, channel=channel)
+            views.setdefault(names.get(layer, f"hidden {layer}"), {})[machine] = (bank, test)
+    return views
+
+
+def findings(table: pd.DataFrame) -> list[str]:
+    """Sentences read off an `evidence_table` result: per fault kind the best setting, and
+    for the transients what the LayerNorm and the cosine cost (max over time per band)."""
+    out = []
+    for kind in KINDS:
+        if kind in table and table[kind].notna().any():
+            best = table.loc[table[kind].astype(float).idxmax()]
+            out.append(f"{kind}: best {best[kind]:.1f} ({best['view']}, {best['metric']}, "
+                       f"LDN {'on' if best['ldn'] else 'off'}, {best['aggregation']})")
+    rows = table[(table["aggregation"] == "band max") & table["ldn"]]
+    transient = {(r.view, r.metric): r.transient for r in rows.itertuples()}
+    ours = transient.get(("embed (before LayerNorm)", "euclidean"))
+    for key, what in ((("final layer", "cosine"), "the final layer with a cosine distance"),
+                      (("embed (before LayerNorm)", "cosine"), "the same tokens with a cosine")):
+        if ours is not None and key in transient:
+            out.append(f"transient AUC (band max, LDN): {ours:.1f} with the patch embedding "
+                       f"before its LayerNorm and a Euclidean distance, {transient[key]:.1f} "
+                       f"with {what}")
+    return out

@@ -50,6 +50,7 @@ from asdlib.audio import CHANNELS, SAMPLE_RATE, padded_tensors
 #: layer name (``BEATs.extract(embed=True)``): tokens that keep their scale.
 EMBED = "embed"
 from asdlib.devices import resolve_device
+from asdlib.progress import bar as progress_bar
 
 #: Bump when a code change alters stored values or the layout: old stores get a new key.
 FORMAT_VERSION = 1
@@ -633,8 +634,6 @@ def extract_features(table, model, heads, cfg: ExtractConfig | None,
 
     facts = []
     if plan:
-        from tqdm.auto import tqdm
-
         device = resolve_device(cfg.device)
         modules = [m for m in (model, asp, band) if m is not None]
         was_training = [m.training for m in modules]
@@ -644,12 +643,14 @@ def extract_features(table, model, heads, cfg: ExtractConfig | None,
                 torch.set_num_threads(cfg.num_threads)
             for m in modules:
                 m.to(device).eval()
-            with tqdm(total=sum(len(p[1]) for p in plan), unit="clip", disable=not progress,
-                      desc="extract") as bar:
+            bar = progress_bar(sum(len(p[1]) for p in plan), "extraction", "clips", progress)
+            try:
                 for part, rows, channel, fingerprint in plan:
                     bar.set_postfix_str(f"{part.parent.parent.name}/{part.parent.name}/{channel}")
                     facts.append(_build_part(part, rows, channel, model, asp, band, cfg,
                                              loader_fn, device, fingerprint, bar))
+            finally:
+                bar.close()
         finally:
             torch.set_num_threads(threads)
             for m, flag in zip(modules, was_training):

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from asdlib import audio
+from asdlib.progress import track
 
 CLIP_FLOOR = "logmel_knn"
 FRAME_FLOOR = "logmel_frame_knn"
@@ -38,10 +39,9 @@ def log_mel(wave: np.ndarray, sr: int, n_mels: int) -> np.ndarray:
 def logmel_embeddings(table: pd.DataFrame, channel: str = "near", n_mels: int = 128,
                       progress: bool = True) -> np.ndarray:
     """(clips, n_mels) mean log-mel vector per clip (the clip-level floor's descriptor)."""
-    from tqdm.auto import tqdm
-
     out = np.zeros((len(table), n_mels), dtype=np.float32)
-    for i, path in enumerate(tqdm(table["path"], desc="log-mel", disable=not progress)):
+    for i, path in enumerate(track(table["path"], desc="clip-level floor", unit="clips",
+                                   enabled=progress)):
         wave, sr = audio.load_clip(path, channel=channel)
         out[i] = log_mel(wave, sr, n_mels).mean(0)
     return out
@@ -93,12 +93,10 @@ def _nearest_frame_distance(queries: np.ndarray, bank: np.ndarray) -> np.ndarray
 def frame_floor(table: pd.DataFrame, channel: str = "near", cfg: FrameFloorConfig | None = None,
                 progress: bool = True) -> pd.DataFrame:
     """Scores of the frame-level floor for every test clip of ``table`` (no self-scores)."""
-    from tqdm.auto import tqdm
-
     cfg = cfg or FrameFloorConfig()
     parts = []
     machines = list(dict.fromkeys(table["machine"]))
-    for machine in tqdm(machines, desc="frame floor", disable=not progress):
+    for machine in track(machines, desc="frame-level floor", unit="machines", enabled=progress):
         rows = table[table["machine"] == machine]
         frames = {}
         for idx, path in zip(rows.index, rows["path"]):

@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from asdlib import atomic, experiment, fingerprint, locking, preflight
+from asdlib import atomic, experiment, fingerprint, locking, preflight, progress
 from asdlib.experiment import PROJECT_ROOT, STEPS, RunConfig
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -147,7 +147,8 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
 def _output_to(log_path: Path):
     """Send this process's file descriptors 1 and 2 to ``log_path`` (appending) meanwhile:
     the kernel inherits them, so its own messages (and nbclient's) go to the step's log
-    instead of the console; Python-level prints of this process are flushed first."""
+    instead of the console; Python-level prints of this process are flushed first. Yields
+    a file descriptor of the console (the former stdout)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -156,7 +157,7 @@ def _output_to(log_path: Path):
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
     try:
-        yield
+        yield saved[0]
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -165,16 +166,51 @@ def _output_to(log_path: Path):
             os.close(copy)
 
 
+@contextlib.contextmanager
+def _progress_to_console(path: Path, console_fd: int, prefix: str, every_s: float = 1.0):
+    """While the block runs, the kernel's progress lines (`asdlib.progress`, written to
+    ``path``) are copied to the console, indented under the step's line."""
+    import threading
+
+    path.write_text("")
+    os.environ[progress.ENV] = str(path)
+    stop = threading.Event()
+
+    def follow():
+        position = 0
+        while True:
+            finished = stop.wait(every_s)
+            with open(path) as handle:
+                handle.seek(position)
+                text = handle.read()
+                position = handle.tell()
+            for line in text.splitlines():
+                os.write(console_fd, f"{prefix}{line}\n".encode())
+            if finished:
+                return
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        os.environ.pop(progress.ENV, None)
+
+
 def _execute(src: Path, out: Path, nb_dir: Path, params: dict, kernel_name: str | None,
              log_path: Path) -> None:
     """papermill with a kernel on IPC sockets in a private temporary folder (no
     unencrypted-TCP warning from the kernel, nothing left in the run folder); the kernel's
-    own output goes to ``log_path``."""
+    own output goes to ``log_path``, its progress lines to the console."""
     import papermill as pm
     from jupyter_client.manager import AsyncKernelManager
     from jupyter_core.utils import run_sync
 
-    with tempfile.TemporaryDirectory(prefix="asdlib-kernel-") as sockets, _output_to(log_path):
+    with tempfile.TemporaryDirectory(prefix="asdlib-kernel-") as sockets, \
+            _output_to(log_path) as console, \
+            _progress_to_console(log_path.with_suffix(".progress"), console, "    "):
         # asynchronous, as nbclient's own: it notices a kernel that dies mid-cell
         km = AsyncKernelManager(kernel_name=kernel_name or KERNEL_NAME, transport="ipc",
                                 ip=str(Path(sockets) / "kernel"))

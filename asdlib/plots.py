@@ -183,6 +183,24 @@ def localisation_maps(spectrograms: list[np.ndarray], maps: list[np.ndarray],
     return _save(fig, path)
 
 
+def evidence_heatmap(table: pd.DataFrame, path=None):
+    """AUC per fault kind (%) of every token view x distance x LDN x aggregation of an
+    `asdlib.evidence.evidence_table` result: where each fault's evidence is kept."""
+    import seaborn as sns
+
+    kinds = [k for k in ("transient", "narrowband", "broad", "official") if k in table]
+    labels = [f"{r.view} | {r.metric} | LDN {'on' if r.ldn else 'off'} | {r.aggregation}"
+              for r in table.itertuples()]
+    data = table[kinds].astype(float).set_axis(labels)
+    fig, ax = plt.subplots(figsize=(6.5, 0.8 + 0.28 * len(data)))
+    sns.heatmap(data, vmin=50, vmax=100, cmap="viridis", annot=True, fmt=".1f",
+                annot_kws={"fontsize": 6}, ax=ax, cbar=False)
+    ax.tick_params(labelsize=6)
+    ax.set_title("where the evidence is: AUC per fault kind (%)", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def branch_correlation(wide: pd.DataFrame, title: str = "", path=None):
     """Spearman correlation of branch scores (columns of ``wide``) on test clips."""
     import seaborn as sns

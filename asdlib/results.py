@@ -104,3 +104,35 @@ def flatten(table: pd.DataFrame) -> pd.DataFrame:
     out = table.reset_index()
     out.columns = [" / ".join(c).strip(" /") if isinstance(c, tuple) else c for c in out.columns]
     return out.replace({np.nan: None})
+
+
+def standing(summary: pd.DataFrame, names, floors=("logmel_knn", "logmel_frame_knn"),
+             column: str = "hmean", labels: dict | None = None) -> list[str]:
+    """One sentence per row ``name`` of a branch summary (values in %): its ``column`` and
+    where it stands against each floor row, e.g. "fine_selective: 78.40, 13.1 above the clip
+    floor and 6.4 above the frame floor". Rows missing from ``summary`` are skipped."""
+    labels = labels or {"logmel_knn": "the clip floor", "logmel_frame_knn": "the frame floor"}
+    sentences = []
+    for name in names:
+        if name not in summary.index:
+            continue
+        value = float(summary.loc[name, column])
+        parts = []
+        for floor in floors:
+            if floor in summary.index:
+                diff = value - float(summary.loc[floor, column])
+                parts.append(f"{abs(diff):.1f} {'above' if diff >= 0 else 'below'} "
+                             f"{labels.get(floor, floor)}")
+        sentences.append(f"{name}: {value:.2f}" + (", " + " and ".join(parts) if parts else ""))
+    return sentences
+
+
+def best_per_kind(summary: pd.DataFrame, kinds=("transient", "narrowband", "broad")) -> list[str]:
+    """For each fault kind, the row of a branch summary with the highest AUC (values in %)."""
+    out = []
+    for kind in kinds:
+        column = f"AUC[{kind}]"
+        if column in summary.columns and summary[column].notna().any():
+            best = summary[column].astype(float).idxmax()
+            out.append(f"{kind}: {best} ({summary.loc[best, column]:.1f})")
+    return out

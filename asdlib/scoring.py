@@ -91,11 +91,12 @@ def score_run(store, table: pd.DataFrame, specs: list[BranchSpec], channel: str 
     """Score every machine of the clip table from a feature store; maps saved as .npz."""
     from functools import lru_cache
 
-    from tqdm.auto import tqdm
+    from asdlib.progress import track
 
     machines = list(dict.fromkeys(table["machine"]))
     parts = []
-    for machine in tqdm(machines, desc="machines", disable=not progress):
+    for machine in track(machines, desc=f"scoring {len(specs)} branch(es)", unit="machines",
+                         enabled=progress):
         load = lru_cache(maxsize=None)(
             lambda split, layer, m=machine: store.load(m, split, layer=layer, channel=channel))
         rows, maps = score_machine(load, specs, machine, table)
@@ -107,6 +108,19 @@ def score_run(store, table: pd.DataFrame, specs: list[BranchSpec], channel: str 
                                 n_time=np.asarray(test.n_time),
                                 **{k: v.astype(np.float16) for k, v in maps.items()})
     return pd.concat(parts, ignore_index=True)
+
+
+def load_maps(maps_dir: Path, rows: pd.DataFrame, branch: str) -> list[np.ndarray]:
+    """The localisation maps (valid time patches, 8) of ``branch`` for the test clips in
+    ``rows`` (columns machine, name), as `score_run` saved them under ``maps_dir``."""
+    out, cache = [], {}
+    for machine, name in zip(rows["machine"], rows["name"]):
+        if machine not in cache:
+            cache[machine] = np.load(Path(maps_dir) / f"{machine}.npz")
+        saved = cache[machine]
+        i = list(saved["names"]).index(name)
+        out.append(saved[branch][i, : saved["n_time"][i]].astype(np.float32))
+    return out
 
 
 def branch_table(scores: pd.DataFrame, kinds: bool = True) -> pd.DataFrame:
@@ -209,7 +223,6 @@ def utterance_embeddings(model, table: pd.DataFrame, channel: str = "near",
     ``device``.
     """
     import soundfile as sf
-    from tqdm.auto import tqdm
 
     from asdlib.features import ExtractConfig, encode_batches, length_batches, masked_grid_mean
 
@@ -220,8 +233,10 @@ def utterance_embeddings(model, table: pd.DataFrame, channel: str = "near",
     plan = length_batches(np.arange(len(paths)), seconds, batch_size,
                           ExtractConfig().max_batch_seconds)
     batches = encode_batches(model, paths, plan, channel=channel, device=device)
-    for rows, grids, valid in tqdm(batches, total=len(plan), desc="utterance embeddings",
-                                   disable=not progress):
+    from asdlib.progress import track
+
+    for rows, grids, valid in track(batches, total=len(plan), desc="utterance embeddings",
+                                    unit="batches", enabled=progress):
         emb = masked_grid_mean(grids[-1], valid)[1].cpu().numpy()
         if out is None:
             out = np.zeros((len(table), emb.shape[1]), dtype=np.float32)

@@ -17,8 +17,13 @@
 # # 03 · Clip-level and sub-band scoring
 #
 # Each branch compares a test clip with the memory bank of normal training clips of its
-# machine (source and target together) by cosine distance, and also scores every bank clip
-# against the bank without it (leave-one-out self-scores, used for calibration):
+# machine (source and target together) by cosine distance $d(x, r) = 1 - \cos(x, r)$ and
+# scores it by the distance to its nearest bank clip, $s(x) = \min_j d(x, r_j)$. Every bank
+# clip is also scored against the bank without it (leave-one-out self-scores, used for
+# calibration). The sub-band views keep the 8 frequency bands of BEATs' token grid apart
+# (AdaBEAM: Saengthong & Shinozaki, arXiv 2603.13749; the band-attentive view: AnoPatch,
+# Jiang et al., Interspeech 2024), the tokens are the adapted encoder's final layer (BEATs:
+# Chen et al., ICML 2023; the method: the WISTLAB report, DCASE 2026 Task 2).
 #
 # | branch | descriptor | matching |
 # |---|---|---|
@@ -35,7 +40,7 @@ run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipe
 # %%
 import pandas as pd
 
-from asdlib import experiment, floors, plots, scoring
+from asdlib import experiment, floors, plots, results, scoring
 
 run = experiment.Run.open(run_dir)
 out = run.step("03_subband")
@@ -50,14 +55,20 @@ scoring.save_scores(scores, out / "scores.csv",
 
 # %% [markdown]
 # ## Official score of each branch and AUC per fault kind (%)
-# Transient faults are short in time and narrowband faults narrow in frequency; views that
-# keep time or band structure should find them where the utterance mean washes them out.
+# Transient faults are short in time, narrowband faults narrow in frequency, broad faults
+# change the whole spectrum. The two encoder-free floors are computed on the same clips
+# (notebook 01). Below the table: where each branch stands against them, and the best row
+# per fault kind, from this run's numbers.
 
 # %%
 # CHECK_NUMBERS
 summary = scoring.branch_table(pd.concat([scores, floors.load(run)])) * 100
 summary.to_csv(out / "branch_summary.csv")
 print(summary.round(2).to_string())
+
+# %%
+print("\n".join(results.standing(summary, [s.name for s in scoring.SUBBAND_SPECS])))
+print("best per fault kind:", "; ".join(results.best_per_kind(summary)))
 
 # %% [markdown]
 # ## Score distributions of the sub-band branches

@@ -16,14 +16,16 @@
 # %% [markdown]
 # # 06 · Score fusion into the four systems
 #
-# Every branch score is z-normalised with the mean and spread of that branch's own
-# leave-one-out bank self-scores, which needs no label. The four submitted systems are
-# weighted sums of calibrated branches (System 1: fine-grained + LDN; System 2: six
-# branches; System 3: System 2 + the selective fine-grained aggregation; System 4:
-# AdaBEAM + band-preserving kNN). As in the report, weights are picked on the development
-# labels and frozen into `fusion_config.json`, which an evaluation run applies unchanged.
-# Because that choice sees the labels it is scored on, the honest estimate (weights
-# picked with each machine left out) is reported beside it.
+# Every branch score $s_b$ is z-normalised with the mean $\mu_b$ and spread $\sigma_b$ of
+# that branch's own leave-one-out bank self-scores, which needs no label, and a system is
+# a weighted sum $S(x) = \sum_b w_b (s_b(x) - \mu_b) / \sigma_b$ over its member branches
+# (`asdlib.fusion.SYSTEMS`): System 1, the fine-grained branch with LDN (its selective
+# aggregation); System 2, six branches; System 3, System 2 plus the broad aggregation of
+# the same fine-grained evidence; System 4, AdaBEAM + band-preserving kNN. As in the
+# report, weights are picked on the development labels, every member keeping at least the
+# smallest weight of the grid, and frozen into `fusion_config.json`, which an evaluation
+# run applies unchanged. Because that choice sees the labels it is scored on, the honest
+# estimate (weights picked with each machine left out, LOMO) is reported beside it.
 
 # %% tags=["parameters"]
 run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipeline
@@ -52,6 +54,7 @@ print(f"{scores['branch'].nunique()} branches, {len(fused)} fused rows")
 # %%
 weights = pd.DataFrame(fusion_config.weights).T
 print(weights.to_string(na_rep=""))
+print(f"selected on: {fusion_config.selected_on}")
 
 # %% [markdown]
 # ## Official score: dev-selected weights vs leave-one-machine-out
@@ -66,9 +69,9 @@ print(summary.round(2).to_string())
 
 # %% [markdown]
 # ## Submission files
-# Official format, one folder per system: `anomaly_score_<machine>_section_<nn>_test.csv` and
-# `decision_result_<machine>_section_<nn>_test.csv`, one pair per machine and section (1 above the 90th percentile of the
-# fused bank self-scores).
+# Official format, one folder per system: `anomaly_score_<machine>_section_<nn>_test.csv`
+# and `decision_result_<machine>_section_<nn>_test.csv`, one pair per machine and section
+# (1 above the decision percentile of the fused bank self-scores, `FusionConfig`).
 
 # %%
 dev = fused[fused["selection"] == "dev"]

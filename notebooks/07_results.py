@@ -62,6 +62,13 @@ print(metrics.table_markdown(ours.join(floor), **results.TABLE1_MARKDOWN))
 # CHECK_NUMBERS
 print(results.overall_row(table).round(2).to_string())
 
+# %%
+overall = results.overall_row(table)
+for system in [c for c in ours.columns]:
+    beats = [label for label in floors.LABELS.values() if overall[system] >= overall[label]]
+    print(f"{system}: {overall[system]:.2f}, at or above "
+          f"{' and '.join(beats) if beats else 'neither floor'}")
+
 # %% [markdown]
 # ## Against the report (only on the real 2026 development set)
 

@@ -365,6 +365,38 @@ def test_positional_convolution_bfloat16(channels, kernel):
         assert float((out - ref).norm() / ref.norm()) < BF16_RMS_REL
 
 
+def test_positional_convolution_never_runs_bfloat16_kernels_on_the_cpu(monkeypatch):
+    """Whatever the CPU: under bfloat16 autocast (inference and training) and with bfloat16
+    inputs, the positional convolution reaches no grouped convolution kernel in bfloat16,
+    the kind oneDNN computes wrongly on AMX CPUs. A stand-in kernel that fails on bfloat16
+    inputs makes this checkable on a CPU without AMX (without the guard this test fails on
+    any CPU, the value tests above on AMX ones)."""
+    import asdlib.encoder as enc
+
+    seen = []
+
+    def strict(name, real):
+        def kernel(x, *args, **kwargs):
+            groups = kwargs.get("groups", args[5] if len(args) > 5 else 1)
+            if groups > 1:  # the patch embedding (one group) is not affected
+                seen.append((name, x.dtype))
+                if x.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu"):
+                    raise AssertionError(f"grouped {name} ran in bfloat16 on the CPU")
+            return real(x, *args, **kwargs)
+        return kernel
+
+    monkeypatch.setattr(enc.F, "conv2d", strict("conv2d", torch.nn.functional.conv2d))
+    monkeypatch.setattr(enc.F, "conv1d", strict("conv1d", torch.nn.functional.conv1d))
+    model = build_beats("small", seed=0)
+    wav = torch.randn(2, 32000, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.inference_mode():
+        model.extract(wav, dtype=torch.bfloat16)                       # direct path
+    model.extract(wav, dtype=torch.bfloat16).tokens[-1].sum().backward()  # training
+    conv = model.encoder.pos_conv[0]
+    conv(torch.randn(2, 192, 200).bfloat16())                           # bfloat16 input
+    assert seen and {dtype for _, dtype in seen} == {torch.float32}
+
+
 def test_gradients_and_layer_wise_decay(reference):
     """Training mode: gradients reach the front end, scaled by ratio ** layers (cfg 0.6)."""
     wav = reference["waveform"]

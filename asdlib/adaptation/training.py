@@ -51,6 +51,8 @@ from asdlib.adaptation.small_encoder import random_gain, zero_mean_patch_filters
 from asdlib.audio import CHANNELS, SAMPLE_RATE, padded_tensors
 from asdlib.data import normalize_attributes
 from asdlib.devices import resolve_device
+from asdlib.progress import bar as progress_bar
+from asdlib.progress import report
 
 STATE_FILE = "state.pt"
 ENCODER_FILE = "encoder.pt"
@@ -476,8 +478,9 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
                 t0 = time.perf_counter()
                 order = _epoch_order(y_all.numpy(), len(classes), cfg.balanced, rng)
                 sums = np.zeros(4)  # loss * b, correct, band correct, examples
-                bar = _progress(range(steps_per_epoch), progress, f"epoch {epoch + 1}/{cfg.epochs}")
-                for step in bar:
+                bar = progress_bar(steps_per_epoch, f"adaptation epoch {epoch + 1}/{cfg.epochs}",
+                                   "steps", progress)
+                for step in range(steps_per_epoch):
                     idx = order[step * cfg.batch_size: (step + 1) * cfg.batch_size]
                     wav, pad = crop_batch(wave_list, idx, crop, rng)
                     if cfg.gain_db:
@@ -520,12 +523,17 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
                         zero_mean_patch_filters(model)
                     b = len(idx)
                     sums += (loss * b, c1, c2, b)
-                    if progress:
-                        bar.set_postfix(loss=f"{sums[0] / sums[3]:.3f}", acc=f"{sums[1] / sums[3]:.2f}")
+                    bar.set_postfix(loss=f"{sums[0] / sums[3]:.3f}", acc=f"{sums[1] / sums[3]:.2f}")
+                    bar.update(1)
+                bar.close()
                 history.append({"epoch": epoch + 1, "loss": sums[0] / sums[3],
                                 "acc": sums[1] / sums[3], "band_acc": sums[2] / sums[3],
                                 "lr": optimizer.param_groups[0]["lr"],
                                 "seconds": time.perf_counter() - t0})
+                left = (cfg.epochs - epoch - 1) * history[-1]["seconds"]
+                report(f"adaptation: epoch {epoch + 1}/{cfg.epochs}, loss {history[-1]['loss']:.3f}, "
+                       f"proxy accuracy {history[-1]['acc']:.2f}, {history[-1]['seconds']:.0f} s, "
+                       f"about {left / 60:.1f} min left")
                 atomic.torch_save({"model": model.state_dict(), "heads": heads.state_dict(),
                                    "optimizer": optimizer.state_dict(),
                                    "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
@@ -564,9 +572,3 @@ def _epoch_order(labels: np.ndarray, n_classes: int, balanced: bool,
     return rng.choice(n, size=n, replace=True, p=p / p.sum())
 
 
-def _progress(it, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, leave=False)
