@@ -20,6 +20,12 @@ from asdlib import atomic
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: Microphones a run can score with (channel 0 near-field, channel 1 far-field).
 CHANNELS = ("near", "far")
+#: Which part of a DCASE root a run reads: the development set (labelled test clips) or the
+#: evaluation set (unlabelled test clips; fusion weights come frozen from a dev run).
+DATASETS = ("dev", "eval")
+#: What notebooks print instead of a metric table when the test clips carry no labels.
+NO_LABELS = ("the test clips carry no labels (evaluation set): no metric can be computed "
+             "here; the scores and submission files are written")
 
 #: Notebook steps in pipeline order (file stem in ``notebooks/``).
 STEPS: tuple[str, ...] = (
@@ -43,6 +49,9 @@ class RunConfig:
     machines: subset of machine types; None = every machine found.
     fusion_config: a frozen fusion file to apply unchanged (evaluation runs); None selects
         weights on the development labels.
+    dataset: "dev" (labelled test clips: metrics, weights chosen on the labels) or "eval"
+        (``<root>/eval_data``: unlabelled test clips, adaptation on its training clips,
+        fusion with the frozen ``fusion_config`` of a dev run, submission files).
     recipe: adaptation recipe, "auto" (the encoder decides: "cpu" for the project's small
         encoder, "gpu" for an official checkpoint), "cpu" (`AdaptConfig.demo`: 2 s crops,
         full fine-tuning at a low rate, minutes on 2 cores) or "gpu" (`AdaptConfig.dcase`:
@@ -59,6 +68,7 @@ class RunConfig:
     channel: str = "near"
     machines: list[str] | None = None
     fusion_config: str | None = None
+    dataset: str = "dev"
     recipe: str = "auto"
     num_threads: int = 0
     extra: dict = field(default_factory=dict)
@@ -196,6 +206,13 @@ class Run:
 
         return data.manifest_key(self.manifest(), split)
 
+    @property
+    def labelled(self) -> bool:
+        """True when every test clip of the run has a label (a development set)."""
+        table = self.clip_table()
+        test = table[table["split"] == "test"]
+        return bool(len(test)) and bool(test["label"].notna().all())
+
     def feature_store(self):
         """The feature store written by step 02 for this run."""
         from asdlib import features
@@ -250,12 +267,16 @@ def clip_table(config: RunConfig, root: Path | None = None):
     from asdlib import data
 
     root = root or dataset_root(config)
-    table = data.scan_dataset(root, machines=config.machines)
+    labelled = config.dataset == "dev"
+    table = data.scan_dataset(root, machines=config.machines, datasets=(config.dataset,),
+                              require_labels=labelled)
     kinds = []
-    for machine, rows in table.groupby("machine", sort=False):
-        known = data.read_anomaly_kinds(root, machine)
-        kinds.append(rows["name"].map(known))
-    kind = pd.concat(kinds).reindex(table.index) if kinds else pd.Series(dtype=object)
+    if labelled:  # the synthetic set's fault kinds; an evaluation set has none to read
+        for machine, rows in table.groupby("machine", sort=False):
+            known = data.read_anomaly_kinds(root, machine)
+            kinds.append(rows["name"].map(known))
+    kind = pd.concat(kinds).reindex(table.index) if kinds else pd.Series(index=table.index,
+                                                                          dtype=object)
     fallback = table["label"].where(table["label"] != "anomaly", "anomaly")
     table["kind"] = kind.fillna(fallback)
     return table
@@ -268,8 +289,10 @@ def starting_encoder(config: RunConfig):
     from asdlib import encoder
     from asdlib.adaptation.small_encoder import starting_encoder as small_start
 
-    if config.encoder:
-        return encoder.load_beats(config.encoder, device="cpu")
+    if config.encoder:  # a file, a checkpoint name or a URL (`asdlib.checkpoints`)
+        from asdlib.checkpoints import resolve
+
+        return encoder.load_beats(resolve(config.encoder), device="cpu")
     return small_start(config.encoder_config, seed=config.seed)
 
 

@@ -45,7 +45,7 @@ def _module_files(name: str) -> set[Path]:
     return files
 
 
-def _asdlib_imports(source: Path) -> set[Path]:
+def direct_imports(source: Path) -> set[Path]:
     """The asdlib files that ``source`` imports itself (any depth of its code, relative
     imports resolved for files inside asdlib); every asdlib file if it cannot be parsed."""
     try:
@@ -71,7 +71,10 @@ def _asdlib_imports(source: Path) -> set[Path]:
             found |= _module_files(base)
             for alias in node.names:  # ``from asdlib import x``: x may be a module
                 found |= _module_files(f"{base}.{alias.name}")
-    return found
+    # the ``__init__.py`` of the packages holding ``source`` always run before it: an import
+    # of a sibling through them is no dependency of the package on this file's importers
+    own = {LIBRARY.parent.joinpath(*package[:i + 1], "__init__.py") for i in range(len(package))}
+    return found - own
 
 
 def import_closure(*sources: str | Path) -> list[Path]:
@@ -81,7 +84,7 @@ def import_closure(*sources: str | Path) -> list[Path]:
     todo = [Path(s).resolve() for s in sources]
     seen |= {s for s in todo if s.is_relative_to(LIBRARY)}
     while todo:
-        for dep in _asdlib_imports(todo.pop()):
+        for dep in direct_imports(todo.pop()):
             if dep not in seen:
                 seen.add(dep)
                 todo.append(dep)

@@ -355,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", default=d.channel, choices=experiment.CHANNELS)
     p.add_argument("--machines", nargs="*", default=None)
     p.add_argument("--fusion-config", default=None, help="frozen fusion weights to apply")
+    p.add_argument("--dataset", default=d.dataset, choices=experiment.DATASETS,
+                   help="dev: labelled development set; eval: evaluation set (unlabelled test "
+                        "clips, needs --fusion-config) (default %(default)s)")
     p.add_argument("--threads", type=int, default=d.num_threads, help="CPU threads (0 = all)")
     p.add_argument("--results-root", default=str(PROJECT_ROOT / "results"))
     p.add_argument("--steps", nargs="*", default=None, help=f"subset of {', '.join(STEPS)}")
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         run=args.run, data_root=args.data_root, preset=args.preset, seed=args.seed,
         encoder=args.encoder, encoder_config=args.encoder_config, recipe=args.recipe,
         device=args.device, channel=args.channel, machines=args.machines,
-        fusion_config=args.fusion_config, num_threads=args.threads,
+        fusion_config=args.fusion_config, dataset=args.dataset, num_threads=args.threads,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt_handler)
     try:

@@ -107,15 +107,17 @@ def score_distributions(test: pd.DataFrame, score_col: str = "score", by: str = 
     import seaborn as sns
 
     df = test.copy()
-    df["group"] = df["label"].astype(str) + " / " + df["domain"].astype(str)
+    df["group"] = (df["label"].astype(str) + " / " + df["domain"].astype(str)).where(
+        df["label"].notna(), "unlabelled")
     order = [g for g in ("normal / source", "normal / target", "anomaly / source",
-                         "anomaly / target") if g in set(df["group"])]
+                         "anomaly / target", "unlabelled") if g in set(df["group"])]
     machines = sorted(df[by].unique())
     ncol = min(4, len(machines))
     nrow = int(np.ceil(len(machines) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 2.8 * nrow), squeeze=False)
     palette = {"normal / source": "#4c9be8", "normal / target": "#9ecae1",
-               "anomaly / source": "#e8554c", "anomaly / target": "#f4a582"}
+               "anomaly / source": "#e8554c", "anomaly / target": "#f4a582",
+               "unlabelled": "#999999"}
     for ax, m in zip(axes.flat, machines):
         sub = df[df[by] == m]
         sns.stripplot(data=sub, x="group", y=score_col, order=order, hue="group",

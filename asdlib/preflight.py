@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from asdlib.experiment import CHANNELS, RECIPES, RunConfig
+from asdlib.experiment import CHANNELS, DATASETS, RECIPES, RunConfig
 
 
 def validate(config: RunConfig) -> list[str]:
@@ -25,6 +25,11 @@ def validate(config: RunConfig) -> list[str]:
         problems.append(f"--preset {config.preset!r}: one of {sorted(synth.PRESETS)}")
     if config.channel not in CHANNELS:
         problems.append(f"--channel {config.channel!r}: one of {CHANNELS}")
+    if config.dataset not in DATASETS:
+        problems.append(f"--dataset {config.dataset!r}: one of {DATASETS}")
+    elif config.dataset == "eval" and not config.fusion_config:
+        problems.append("--dataset eval needs --fusion-config: the fusion weights chosen on a "
+                        "development run (its 06_fusion/fusion_config.json)")
     if config.recipe not in RECIPES:
         problems.append(f"--recipe {config.recipe!r}: one of {RECIPES}")
     if config.num_threads < 0:
@@ -35,12 +40,15 @@ def validate(config: RunConfig) -> list[str]:
     if problem:
         problems.append(f"--device: {problem}")
     if config.encoder:
-        from asdlib import encoder
+        from asdlib import checkpoints, encoder
 
         path = Path(config.encoder).expanduser()
-        if not path.is_file():
-            problems.append(f"--encoder {config.encoder}: no such file")
-        else:
+        named = str(config.encoder).partition("@")[0] in checkpoints.CHECKPOINTS
+        if not path.is_file() and not named and not str(config.encoder).startswith(("http://", "https://")):
+            problems.append(f"--encoder {config.encoder}: no such file, and not a checkpoint "
+                            f"name ({', '.join(checkpoints.CHECKPOINTS)}, optionally "
+                            "@huggingface) or URL")
+        elif path.is_file():
             try:
                 encoder.load_beats(path, device="cpu")
             except encoder.CheckpointError as exc:
@@ -74,7 +82,8 @@ def validate(config: RunConfig) -> list[str]:
             problems.append(f"--data-root {config.data_root}: no such folder")
         else:
             try:
-                found = data.list_machines(root, "dev")
+                found = data.list_machines(root, config.dataset
+                                           if config.dataset in DATASETS else "dev")
             except data.DatasetError as exc:
                 problems.append(f"--data-root: {exc}")
             else:

@@ -55,7 +55,9 @@ class _Lines:
         if self.total and rate > 0 and self.count < self.total:
             left = f", {_duration((self.total - self.count) / rate)} left"
         post = f" · {self.postfix}" if self.postfix else ""
-        report(f"{self.desc}: {done} {self.unit} ({rate:.1f} {self.unit}/s{left}){post}")
+        speed = (f"{rate:.1f} {self.unit}/s" if rate >= 1 or rate == 0
+                 else f"{_duration(1 / rate)} each")
+        report(f"{self.desc}: {done} {self.unit} ({speed}{left}){post}")
 
     def set_postfix(self, **values) -> None:
         self.postfix = ", ".join(f"{k} {v}" for k, v in values.items())

@@ -228,6 +228,25 @@ def validate_submission(submission_dir, test_dir_or_root, machines=None,
     return report
 
 
+def describe_run(run) -> str:
+    """What a pipeline run's 06_fusion wrote, one line per system: its submission folder,
+    the number of files, and the validation against the run's own test clips."""
+    folder = run.dir / "06_fusion" / "submission"
+    if not folder.is_dir():
+        return f"{folder}: no submission written"
+    root = run.config.resolved_data_root()
+    lines = []
+    for system in sorted(p for p in folder.iterdir() if p.is_dir()):
+        report = validate_submission(system, root, machines=run.config.machines,
+                                     dataset=run.config.dataset)
+        files = len(list(system.glob("*.csv")))
+        verdict = "valid" if report.ok else f"{len(report.problems)} problem(s): " + \
+            "; ".join(report.problems[:3])
+        lines.append(f"{system.name}: {files} files, {report.machines} machines, "
+                     f"{report.clips} clips, {verdict}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     """Console entry point: print "OK: ..." (exit 0) or the problems (exit 1)."""
     parser = argparse.ArgumentParser(

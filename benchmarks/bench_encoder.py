@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     matmul, matmul_flops = make_matmul(device)
     base = build_beats("base", seed=0, device=device)
     small = build_beats("small", seed=0, device=device)
+    tiny = build_beats("tiny", seed=0, device=device)
     flops = forward_flops(base.cfg, n_samples)
     small_flops = forward_flops(small.cfg, n_samples)
     wav_6s = wav[:, :96000]
@@ -76,7 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         "fp32": lambda: base.extract(wav),
         "bf16": lambda: base.extract(wav, dtype=torch.bfloat16),
         "small": lambda: small.extract(wav),
+        "small_bf16": lambda: small.extract(wav, dtype=torch.bfloat16),
         "small_6s": lambda: small.extract(wav_6s),
+        "tiny": lambda: tiny.extract(wav),
+        "tiny_bf16": lambda: tiny.extract(wav, dtype=torch.bfloat16),
     }
     # Rounds interleave every case, so a machine whose load changes over time affects all
     # of them alike; the matmul is timed right before each encoder run.
@@ -89,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
                 times[name].append(time_once(fn))
             matmul_rate = 4 * matmul_flops / times["matmul"][-1]
             ratios.append(flops * args.batch / times["fp32"][-1] / matmul_rate)
+    def rms_dev(full, half):
+        a, b = warm[full].tokens[-1], warm[half].tokens[-1]
+        return ((b - a).norm() / a.norm()).item()
+
     reference, bf16_tokens = warm["fp32"].tokens[-1], warm["bf16"].tokens[-1]
     deviation = (bf16_tokens - reference).abs()
     max_abs = deviation.max().item()
@@ -119,6 +127,10 @@ def main(argv: list[str] | None = None) -> None:
         ("small GFLOP per clip", f"{small_flops / 1e9:.2f} ({args.seconds:g} s), "
                                  f"{forward_flops(small.cfg, 96000) / 1e9:.2f} (6 s)"),
         ("small fp32 s/clip", f"{per_clip['small']:.4f} ({args.seconds:g} s), {per_clip['small_6s']:.4f} (6 s)"),
+        ("small bf16 s/clip, speed-up, rms dev", f"{per_clip['small_bf16']:.4f}, "
+         f"{per_clip['small'] / per_clip['small_bf16']:.2f}x, {rms_dev('small', 'small_bf16'):.3g}"),
+        ("tiny fp32 / bf16 s/clip, rms dev", f"{per_clip['tiny']:.4f} / {per_clip['tiny_bf16']:.4f}, "
+         f"{rms_dev('tiny', 'tiny_bf16'):.3g}"),
     ]
     width = max(len(name) for name, _ in rows)
     print(f"{'measure'.ljust(width)} | value")

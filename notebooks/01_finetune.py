@@ -50,6 +50,7 @@ out = run.step("01_finetune")
 cfg = run.config
 device = cfg.resolved_device()
 table = run.clip_table()
+labelled = run.labelled  # an evaluation set's test clips carry no labels
 adapt_cfg = experiment.adapt_config(cfg)
 print(adapt_cfg)
 
@@ -90,15 +91,21 @@ after = scoring.knn_scores(emb_after, table, "utt_knn_after")
 
 # %%
 # CHECK_NUMBERS
-judged = pd.concat([floor_scores, before, after])
-summary = scoring.branch_table(judged) * 100
-summary.to_csv(out / "adaptation_summary.csv")
-print(summary.round(2).to_string())
+if labelled:
+    judged = pd.concat([floor_scores, before, after])
+    summary = scoring.branch_table(judged) * 100
+    summary.to_csv(out / "adaptation_summary.csv")
+    print(summary.round(2).to_string())
+else:
+    print(experiment.NO_LABELS)
 
 # %%
-change = summary.loc["utt_knn_after", "hmean"] - summary.loc["utt_knn_before", "hmean"]
-print(f"adaptation changed the utterance kNN by {change:+.2f} points")
-print("\n".join(results.standing(summary, ["utt_knn_before", "utt_knn_after"])))
+if labelled:
+    change = summary.loc["utt_knn_after", "hmean"] - summary.loc["utt_knn_before", "hmean"]
+    print(f"adaptation changed the utterance kNN by {change:+.2f} points")
+    print("\n".join(results.standing(summary, ["utt_knn_before", "utt_knn_after"])))
+else:
+    print(experiment.NO_LABELS)
 
 # %% [markdown]
 # The mean over all tokens pools the 8 frequency bands, and BEATs tokens carry no absolute
@@ -112,9 +119,12 @@ print("\n".join(results.standing(summary, ["utt_knn_before", "utt_knn_after"])))
 
 # %%
 # CHECK_NUMBERS
-pairs = scoring.domain_pair_table(judged) * 100
-pairs.to_csv(out / "domain_pairs.csv")
-print(pairs.round(2).to_string())
+if labelled:
+    pairs = scoring.domain_pair_table(judged) * 100
+    pairs.to_csv(out / "domain_pairs.csv")
+    print(pairs.round(2).to_string())
+else:
+    print(experiment.NO_LABELS)
 
 # %% [markdown]
 # ## Normal training clips before and after adaptation (PCA of utterance embeddings)

@@ -46,6 +46,7 @@ run = experiment.Run.open(run_dir)
 out = run.step("03_subband")
 cfg = run.config
 table = run.clip_table()
+labelled = run.labelled  # an evaluation set's test clips carry no labels
 store = run.feature_store()
 
 # %%
@@ -62,13 +63,19 @@ scoring.save_scores(scores, out / "scores.csv",
 
 # %%
 # CHECK_NUMBERS
-summary = scoring.branch_table(pd.concat([scores, floors.load(run)])) * 100
-summary.to_csv(out / "branch_summary.csv")
-print(summary.round(2).to_string())
+if labelled:
+    summary = scoring.branch_table(pd.concat([scores, floors.load(run)])) * 100
+    summary.to_csv(out / "branch_summary.csv")
+    print(summary.round(2).to_string())
+else:
+    print(experiment.NO_LABELS)
 
 # %%
-print("\n".join(results.standing(summary, [s.name for s in scoring.SUBBAND_SPECS])))
-print("best per fault kind:", "; ".join(results.best_per_kind(summary)))
+if labelled:
+    print("\n".join(results.standing(summary, [s.name for s in scoring.SUBBAND_SPECS])))
+    print("best per fault kind:", "; ".join(results.best_per_kind(summary)))
+else:
+    print(experiment.NO_LABELS)
 
 # %% [markdown]
 # ## Score distributions of the sub-band branches

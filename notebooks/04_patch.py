@@ -50,6 +50,7 @@ run = experiment.Run.open(run_dir)
 out = run.step("04_patch")
 cfg = run.config
 table = run.clip_table()
+labelled = run.labelled  # an evaluation set's test clips carry no labels
 store = run.feature_store()
 
 # %%
@@ -63,12 +64,18 @@ scoring.save_scores(scores, out / "scores.csv",
 
 # %%
 # CHECK_NUMBERS
-summary = scoring.branch_table(pd.concat([scores, floors.load(run)])) * 100
-summary.to_csv(out / "branch_summary.csv")
-print(summary.round(2).to_string())
+if labelled:
+    summary = scoring.branch_table(pd.concat([scores, floors.load(run)])) * 100
+    summary.to_csv(out / "branch_summary.csv")
+    print(summary.round(2).to_string())
+else:
+    print(experiment.NO_LABELS)
 
 # %%
-print("\n".join(results.standing(summary, [s.name for s in scoring.PATCH_SPECS])))
+if labelled:
+    print("\n".join(results.standing(summary, [s.name for s in scoring.PATCH_SPECS])))
+else:
+    print(experiment.NO_LABELS)
 
 # %% [markdown]
 # ## Where the evidence is: token views, distances and aggregations
@@ -79,14 +86,20 @@ print("\n".join(results.standing(summary, [s.name for s in scoring.PATCH_SPECS])
 # log-mel patches at 160 ms and 40 ms.
 
 # %%
-views = evidence.store_views(store, table, cfg.channel, layers=(-1, "embed"))
-diagnosis = evidence.evidence_table(views, table[table["split"] == "test"], ldn=(True,))
-diagnosis.to_csv(out / "evidence.csv", index=False)
-print(diagnosis.round(1).to_string(index=False))
-plots.evidence_heatmap(diagnosis, path=out / "evidence.png");
+if labelled:
+    views = evidence.store_views(store, table, cfg.channel, layers=(-1, "embed"))
+    diagnosis = evidence.evidence_table(views, table[table["split"] == "test"], ldn=(True,))
+    diagnosis.to_csv(out / "evidence.csv", index=False)
+    print(diagnosis.round(1).to_string(index=False))
+    plots.evidence_heatmap(diagnosis, path=out / "evidence.png")
+else:
+    print(experiment.NO_LABELS)
 
 # %%
-print("\n".join(evidence.findings(diagnosis)))
+if labelled:
+    print("\n".join(evidence.findings(diagnosis)))
+else:
+    print(experiment.NO_LABELS)
 
 # %% [markdown]
 # ## Where the evidence is: localisation maps of the highest-scoring test clips

@@ -40,6 +40,7 @@ run = experiment.Run.open(run_dir)
 out = run.step("05_ldn")
 cfg = run.config
 table = run.clip_table()
+labelled = run.labelled  # an evaluation set's test clips carry no labels
 store = run.feature_store()
 
 # %%
@@ -55,15 +56,21 @@ plain = pd.read_csv(run.dir / "03_subband" / "scores.csv", dtype={"name": str})
 # CHECK_NUMBERS
 pairs = [(s.branch, s.name) for s in scoring.LDN_SPECS]
 both = pd.concat([plain[plain["branch"].isin([a for a, _ in pairs])], scores])
-summary = scoring.branch_table(pd.concat([both, floors.load(run)]), kinds=False) * 100
-summary.to_csv(out / "ldn_summary.csv")
-print(summary.round(2).to_string())
+if labelled:
+    summary = scoring.branch_table(pd.concat([both, floors.load(run)]), kinds=False) * 100
+    summary.to_csv(out / "ldn_summary.csv")
+    print(summary.round(2).to_string())
+else:
+    print(experiment.NO_LABELS)
 
 # %%
-for plain_name, ldn_name in pairs:
-    a, b = summary.loc[plain_name], summary.loc[ldn_name]
-    print(f"{ldn_name}: AUC_s {a['AUC_s']:.1f} -> {b['AUC_s']:.1f}, AUC_t {a['AUC_t']:.1f} -> "
-          f"{b['AUC_t']:.1f}, official {a['hmean']:.1f} -> {b['hmean']:.1f}")
+if labelled:
+    for plain_name, ldn_name in pairs:
+        a, b = summary.loc[plain_name], summary.loc[ldn_name]
+        print(f"{ldn_name}: AUC_s {a['AUC_s']:.1f} -> {b['AUC_s']:.1f}, AUC_t {a['AUC_t']:.1f} -> "
+              f"{b['AUC_t']:.1f}, official {a['hmean']:.1f} -> {b['hmean']:.1f}")
+else:
+    print(experiment.NO_LABELS)
 
 # %% [markdown]
 # ## Why: the local scale of source and target bank clips
@@ -80,9 +87,12 @@ print(rho.round(4).to_string())
 # the median z of the normal test clips of each domain, and the boxes of every group.
 
 # %%
-calibrated = fusion.calibrate(both)
-test = calibrated[~calibrated["is_self"]]
-shift = (test[test["label"] == "normal"].groupby(["branch", "domain"])["z"].median()
-         .unstack("domain"))
-print(shift.round(2).to_string())
-plots.ldn_effect(test, pairs, path=out / "ldn_effect.png");
+if labelled:
+    calibrated = fusion.calibrate(both)
+    test = calibrated[~calibrated["is_self"]]
+    shift = (test[test["label"] == "normal"].groupby(["branch", "domain"])["z"].median()
+             .unstack("domain"))
+    print(shift.round(2).to_string())
+    plots.ldn_effect(test, pairs, path=out / "ldn_effect.png")
+else:
+    print(experiment.NO_LABELS)

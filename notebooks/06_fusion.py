@@ -38,6 +38,7 @@ from asdlib import experiment, fusion, metrics, plots, scoring
 run = experiment.Run.open(run_dir)
 out = run.step("06_fusion")
 cfg = run.config
+labelled = run.labelled  # an evaluation set's test clips carry no labels
 
 # %%
 scores = scoring.load_scores(run)
@@ -61,11 +62,14 @@ print(f"selected on: {fusion_config.selected_on}")
 
 # %%
 # CHECK_NUMBERS
-summary = (fused.groupby(["system", "selection"])
-           .apply(lambda g: fusion.official_of(g), include_groups=False)
-           .unstack("selection") * 100)
-summary.to_csv(out / "official_by_selection.csv")
-print(summary.round(2).to_string())
+if labelled:
+    summary = (fused.groupby(["system", "selection"])
+               .apply(lambda g: fusion.official_of(g), include_groups=False)
+               .unstack("selection") * 100)
+    summary.to_csv(out / "official_by_selection.csv")
+    print(summary.round(2).to_string())
+else:
+    print(experiment.NO_LABELS)
 
 # %% [markdown]
 # ## Submission files

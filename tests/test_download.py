@@ -295,3 +295,22 @@ def test_complete_part_needs_no_bytes(tmp_path):
         _fetch(tmp_path, server)
         assert server.bytes_sent == 0        # the server answered 416: nothing left
     assert (tmp_path / "dev_data/raw/fan/train").is_dir()
+
+
+def test_earlier_years_archives():
+    from asdlib import download
+
+    dev2023 = download.official_archives(splits=("dev",), year=2023)
+    assert [a.machine for a in dev2023] == ["bearing", "fan", "gearbox", "slider", "ToyCar",
+                                             "ToyTrain", "valve"]
+    assert dev2023[0].url == "https://zenodo.org/records/7882613/files/dev_bearing.zip"
+    names = {a.machine: a.name for a in download.official_archives(splits=("eval_train",), year=2024)}
+    assert names["3DPrinter"] == "eval_data_3DPrinter_train_r2.zip"
+    assert names["ToothBrush"] == "eval_data_ToothBrush_train.zip"
+    assert download.official_archives(["toyrccar"], ("eval_test",), year=2025)[0].url == \
+        "https://zenodo.org/records/15519362/files/eval_data_ToyRCCar_test.zip"
+    assert download.YEARS[2026].stereo and not download.YEARS[2025].stereo
+    with pytest.raises(ValueError, match="unknown year"):
+        download.official_archives(year=2019)
+    with pytest.raises(ValueError, match="unknown machine 'bearingEmu' in 2024"):
+        download.official_archives(["bearingEmu"], year=2024)

@@ -371,7 +371,7 @@ def test_positional_convolution_never_runs_bfloat16_kernels_on_the_cpu(monkeypat
     the kind oneDNN computes wrongly on AMX CPUs. A stand-in kernel that fails on bfloat16
     inputs makes this checkable on a CPU without AMX (without the guard this test fails on
     any CPU, the value tests above on AMX ones)."""
-    import asdlib.encoder as enc
+    import asdlib.encoder.layers as enc  # where the positional convolution lives
 
     seen = []
 

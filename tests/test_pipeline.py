@@ -142,8 +142,8 @@ def test_import_closure_follows_asdlib_imports(tmp_path):
     # the lazy ones inside functions (scoring.score_machine -> branches)
     assert {lib / f"{m}.py" for m in ("__init__", "experiment", "scoring", "plots", "metrics",
                                       "branches", "features", "knn", "ldn")} <= closure
-    assert not closure & {lib / f"{m}.py" for m in ("results", "fusion", "overview",
-                                                    "download", "pipeline")}
+    assert not closure & {lib / f"{m}.py" for m in ("fusion", "overview", "pipeline",
+                                                    "preflight", "submission")}
     assert lib / "results.py" in fingerprint.import_closure(PROJECT_ROOT / "notebooks" / "07_results.py")
     src = tmp_path / "nb.py"
     src.write_text("import numpy\nimport asdlib.knn as k\nfrom asdlib.ldn import ldn_scores\n\n"

@@ -70,3 +70,59 @@ def test_tests_never_skip_a_broken_import_of_the_project():
     offenders = [p.name for p in (ROOT / "tests").glob("*.py")
                  if re.search(r"importorskip\(\s*['\"]asdlib", p.read_text())]
     assert not offenders
+
+
+def _asdlib_sources():
+    return sorted((ROOT / "asdlib").rglob("*.py"))
+
+
+def test_no_import_cycle_in_asdlib():
+    """The import graph of asdlib (every import statement, lazy ones inside functions too)
+    has no cycle."""
+    from asdlib import fingerprint
+
+    graph = {m: fingerprint.direct_imports(m) - {m} for m in _asdlib_sources()}
+    state: dict = {}
+    cycles = []
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(p.relative_to(ROOT).as_posix()
+                                          for p in path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, cycles
+
+
+def test_no_private_name_is_used_outside_its_module():
+    """``from asdlib.x import _y`` and ``x._y`` on an asdlib module are not used across
+    modules (benchmarks, scripts and the package itself)."""
+    import ast
+
+    offenders = []
+    files = _asdlib_sources() + sorted((ROOT / "benchmarks").glob("*.py")) + \
+        sorted((ROOT / "scripts").glob("*.py"))
+    for path in files:
+        tree = ast.parse(path.read_text())
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("asdlib"):
+                offenders += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+                modules |= {a.asname or a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                modules |= {a.asname or a.name.split(".")[0] for a in node.names
+                            if a.name.startswith("asdlib")}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
+                    and node.value.id in modules):
+                offenders.append(f"{path.name}: {node.value.id}.{node.attr}")
+    assert not offenders, offenders

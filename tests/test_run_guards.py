@@ -179,7 +179,7 @@ def test_code_keys_change_with_the_code_they_run(tmp_path):
     with open(copy / "asdlib" / "fusion.py", "a") as handle:  # neither imports fusion
         handle.write("\n# an edit outside both closures\n")
     assert keys() == before
-    with open(copy / "asdlib" / "encoder.py", "a") as handle:  # both run the encoder
+    with open(copy / "asdlib" / "encoder" / "layers.py", "a") as handle:  # both run the encoder
         handle.write("\n# an edit to the encoder\n")
     after = keys()
     assert after[0] != before[0] and after[1] != before[1]

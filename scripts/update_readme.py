@@ -1,0 +1,104 @@
+"""Write the README's result tables from the committed runs, or check that they agree.
+
+The README holds blocks between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``;
+each is rendered here from the files of ``results/demo`` (the embedded default run) and
+``results/heldout/summary.csv`` (``benchmarks/heldout.py``), so no number in the README is
+typed by hand. ``tests/test_project.py`` fails when the README and the results disagree.
+
+    .venv/bin/python scripts/update_readme.py           # rewrite the blocks
+    .venv/bin/python scripts/update_readme.py --check   # exit 1 if a block is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DEMO = ROOT / "results" / "demo"
+HELDOUT = ROOT / "results" / "heldout" / "summary.csv"
+SYSTEMS = ["System 1", "System 2", "System 3", "System 4"]
+FLOORS = ["log-mel clip kNN", "log-mel frame kNN"]
+KINDS = ["transient", "narrowband", "broad"]
+
+
+def _md(frame: pd.DataFrame, digits: int = 1) -> str:
+    """A small Markdown table (index as the first column), numbers right-aligned."""
+    cols = [frame.index.name or ""] + [str(c) for c in frame.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * len(frame.columns)]
+    for idx, row in frame.iterrows():
+        cells = ["" if pd.isna(v) else f"{v:.{digits}f}" for v in row.to_numpy()]
+        lines.append("| " + " | ".join([str(idx)] + cells) + " |")
+    return "\n".join(lines)
+
+
+def demo_overall() -> str:
+    """Overall rows of Table 1 on the embedded default: systems, LOMO, both floors."""
+    table = pd.read_csv(DEMO / "07_results" / "table1.csv")
+    overall = table[table["machine"] == "Overall"].set_index("metric")
+    columns = SYSTEMS + FLOORS + [f"{s} (LOMO)" for s in SYSTEMS]
+    frame = overall[[c for c in columns if c in overall]].T
+    frame.index.name = "Overall (%)"
+    frame = frame.rename(columns={"hmean": "official score"})
+    return _md(frame[["AUC_s", "AUC_t", "pAUC", "official score"]], 2)
+
+
+def demo_kinds() -> str:
+    """Official score and AUC per fault kind of every branch and both floors (demo run)."""
+    parts = [pd.read_csv(DEMO / step / "branch_summary.csv", index_col=0)
+             for step in ("03_subband", "04_patch")]
+    summary = pd.concat(parts)
+    summary = summary[~summary.index.duplicated()]
+    frame = summary[["hmean"] + [f"AUC[{k}]" for k in KINDS]]
+    frame.columns = ["official"] + KINDS
+    frame.index.name = "branch (%)"
+    return _md(frame)
+
+
+def heldout() -> str:
+    """Mean over the held-out datasets: both floors, every system, every branch."""
+    table = pd.read_csv(HELDOUT)
+    mean = table[table["dataset"] == "mean"].set_index("name")
+    frame = mean[["official", "AUC_s", "AUC_t", "pAUC"] + KINDS]
+    frame.index.name = "held-out mean (%)"
+    per = table[table["dataset"] != "mean"].pivot_table(index="name", columns="dataset",
+                                                        values="official", sort=False)
+    frame = frame.join(per.add_prefix("official "))
+    return _md(frame)
+
+
+BLOCKS = {"demo-overall": demo_overall, "demo-kinds": demo_kinds, "heldout": heldout}
+
+
+def render(text: str) -> str:
+    """``text`` with every results block rewritten."""
+    for name, make in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
+        if not pattern.search(text):
+            raise ValueError(f"README has no block {name!r}")
+        text = pattern.sub(lambda m: m.group(1) + make() + m.group(2), text)
+    return text
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 when a block is stale")
+    args = ap.parse_args(argv)
+    current = README.read_text()
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            print("README result blocks differ from results/: run scripts/update_readme.py")
+            return 1
+        return 0
+    README.write_text(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
