@@ -1,7 +1,9 @@
 """Tests of the synthetic DCASE-2026-layout dataset (asdlib.synth).
 
 One `tiny` dataset (all seven machines, ~3 s to generate) is shared by the layout, format
-and detectability tests; determinism and resume tests use an even smaller custom preset.
+and detectability tests; determinism and resume tests use an even smaller custom preset,
+as do the evaluation split (five 2026 evaluation machines, unlabelled test names, ground
+truth on the side) and the mono year set (2025 names, near channel only).
 """
 
 from __future__ import annotations
@@ -238,7 +240,7 @@ def test_complete_dataset_is_not_rendered_again(mini, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("rendered a clip of a complete dataset")
 
-    monkeypatch.setattr(synth, "render_clip", fail)
+    monkeypatch.setattr(synth.files, "render_clip", fail)  # the writer's reference
     assert synth.ensure_dataset(mini, MINI, seed=0, machines=MINI_MACHINES,
                                 progress=False) == mini
 
@@ -368,3 +370,234 @@ def test_concurrent_generation_refused(mini):
     lock.write_text(json.dumps({"pid": 999999999, "host": socket.gethostname()}))
     synth.generate_dataset(mini, MINI, seed=0, machines=MINI_MACHINES, progress=False)
     assert not lock.exists()  # a dead generator's lock was taken over, then released
+
+
+# --------------------------------------------------------------------------- evaluation split
+
+EVAL_NAME_RE = re.compile(r"section_00_(\d{4})\.wav")
+
+
+@pytest.fixture(scope="module")
+def evalset(tmp_path_factory) -> Path:
+    """MINI, development fan plus the five evaluation machines."""
+    root = tmp_path_factory.mktemp("synth_eval")
+    return synth.generate_dataset(root, MINI, seed=0, machines=["fan", *synth.EVAL_MACHINES],
+                                  datasets=("dev", "eval"), progress=False, workers=1)
+
+
+def _eval_raw(root: Path) -> Path:
+    return root / "eval_data" / "raw"
+
+
+def _truth(root: Path, folder: str, machine: str) -> list[list[str]]:
+    path = root / synth.GROUND_TRUTH_DIR / folder / synth.GROUND_TRUTH_FILE.format(machine=machine)
+    with open(path, newline="") as handle:
+        return list(csv.reader(handle))
+
+
+def test_eval_plan_and_machines():
+    assert len(synth.EVAL_MACHINES) == 5
+    assert set(synth.EVAL_MACHINES).isdisjoint(synth.MACHINES)
+    plan = synth.clip_plan(MINI, dataset="eval")
+    assert len(plan) == 5 * MINI.clips_per_machine
+    assert {s.machine for s in plan} == set(synth.EVAL_MACHINES)
+    assert plan == synth.clip_plan(MINI, dataset="eval")  # no seed, no randomness in names
+    with pytest.raises(ValueError, match="unknown machine"):
+        synth.clip_plan(MINI, ["fan"], dataset="eval")
+    with pytest.raises(ValueError, match="unknown machine"):
+        synth.generate_dataset("/nonexistent/never", MINI, machines=["ToyDrone"])  # dev only
+    with pytest.raises(ValueError, match="datasets"):
+        synth.missing_clips("/nonexistent/never", MINI, datasets=("test",))
+
+
+def test_eval_test_clips_are_unlabelled(evalset):
+    """Test clips are named section_00_<iiii>.wav, indices 0000.. without a gap; no csv in
+    the machine folder tells their domain, label or kind."""
+    raw = _eval_raw(evalset)
+    assert sorted(d.name for d in raw.iterdir()) == sorted(synth.EVAL_MACHINES)
+    for machine in synth.EVAL_MACHINES:
+        names = [p.name for p in (raw / machine / "test").iterdir()]
+        matches = [EVAL_NAME_RE.fullmatch(n) for n in names]
+        assert all(matches), names
+        assert sorted(int(m.group(1)) for m in matches) == list(range(4 * MINI.n_test_per_cell))
+        assert sorted(p.name for p in (raw / machine).iterdir()) == \
+            ["attributes_00.csv", "test", "train"]
+        with open(raw / machine / "attributes_00.csv", newline="") as handle:
+            listed = [r[0] for r in csv.reader(handle)][1:]
+        assert all(name.startswith(f"{machine}/train/") for name in listed)
+
+
+def test_eval_training_clips_are_like_dev(evalset):
+    """Training clips: development names and counts, the same WAV format, an attributes
+    csv that matches the names, a source -> target shift in the attributes (hidden for
+    BlowerDustCollector)."""
+    from asdlib import data
+
+    raw = _eval_raw(evalset)
+    table = data.scan_dataset(evalset, datasets=("eval",))  # the layout validation passes
+    assert len(table) == 5 * MINI.clips_per_machine
+    assert table.loc[table["split"] == "test", "label"].isna().all()
+    for machine in synth.EVAL_MACHINES:
+        wavs = sorted((raw / machine / "train").glob("*.wav"))
+        groups = [NAME_RE.fullmatch(p.name).groups() for p in wavs]
+        assert {g[1:3] for g in groups} == {("train", "normal")}
+        counts = {d: sum(g[0] == d for g in groups) for d in ("source", "target")}
+        assert counts == {"source": MINI.n_source_train, "target": MINI.n_target_train}
+        attrs = {d: {g[4] for g in groups if g[0] == d} for d in ("source", "target")}
+        if synth.model_for(machine).hidden:
+            assert attrs == {"source": {"noAttribute"}, "target": {"noAttribute"}}
+        else:
+            assert attrs["source"].isdisjoint(attrs["target"]), machine
+        for wav in wavs[::3]:
+            info = sf.info(wav)
+            assert (info.samplerate, info.channels, info.frames, info.subtype) == \
+                (16000, 2, MINI.n_samples, "PCM_16"), wav.name
+            pcm, _ = sf.read(wav, dtype="int16")
+            assert 100 < pcm[:, 0].std() and np.abs(pcm).max() < 32767, wav.name
+
+
+def test_eval_ground_truth_covers_every_test_clip(evalset):
+    """Four headerless files per machine (labels, domains, development-style names, kinds)
+    list every test clip exactly once, in name order; both labels and both domains occur,
+    each (domain, label) cell with its planned count; the files agree with each other and
+    the official evaluator's reader reads them."""
+    from asdlib import data, metrics
+
+    for machine in synth.EVAL_MACHINES:
+        on_disk = sorted(p.name for p in (_eval_raw(evalset) / machine / "test").glob("*.wav"))
+        rows = {folder: _truth(evalset, folder, machine) for folder in synth.GROUND_TRUTH_FOLDERS}
+        for folder, folder_rows in rows.items():
+            assert [r[0] for r in folder_rows] == on_disk, (machine, folder)
+            assert all(len(r) == 2 for r in folder_rows), (machine, folder)
+        label = {n: v for n, v in rows["ground_truth_data"]}
+        domain = {n: v for n, v in rows["ground_truth_domain"]}
+        kind = {n: v for n, v in rows["ground_truth_kinds"]}
+        assert set(label.values()) == set(domain.values()) == {"0", "1"}
+        cells = {}
+        for name, full in rows["ground_truth_attributes"]:
+            clip = data.parse_clip_name(full)
+            assert (clip.split, clip.label, clip.domain) == \
+                ("test", "anomaly" if label[name] == "1" else "normal",
+                 "target" if domain[name] == "1" else "source"), (machine, name, full)
+            assert (kind[name] in synth.KINDS) == (label[name] == "1"), (machine, name)
+            assert kind[name] in synth.KINDS or kind[name] == "normal"
+            cells[(clip.domain, clip.label)] = cells.get((clip.domain, clip.label), 0) + 1
+        assert cells == {(d, lab): MINI.n_test_per_cell
+                         for d in ("source", "target") for lab in ("normal", "anomaly")}
+        gt = metrics.read_ground_truth(evalset / synth.GROUND_TRUTH_DIR, machine)
+        assert sorted(gt["name"]) == on_disk and gt["label"].sum() == 2 * MINI.n_test_per_cell
+
+
+def test_eval_order_mixes_domains_and_labels():
+    """The public order is a seeded shuffle: it is not the plan's (domain, label) order,
+    and the first half of the names holds both domains and both labels."""
+    for machine in synth.EVAL_MACHINES:
+        tests = [s for s in synth.clip_plan("tiny", [machine], "eval") if s.split == "test"]
+        order = [s.eval_index for s in tests]
+        assert sorted(order) == list(range(len(tests))) and order != sorted(order)
+        first_half = [s for s in tests if s.eval_index < len(tests) // 2]
+        assert {s.domain for s in first_half} == {"source", "target"}, machine
+        assert {s.label for s in first_half} == {"normal", "anomaly"}, machine
+        assert all(s.labelled_name != s.name for s in tests)
+
+
+def test_eval_same_seed_same_bytes(evalset, tmp_path):
+    """The evaluation split regenerates byte for byte (another worker count, without the
+    development machine); another seed changes every clip but no name."""
+    again = synth.generate_dataset(tmp_path / "again", MINI, seed=0, datasets=("eval",),
+                                   progress=False, workers=2)
+    ours = {k: v for k, v in _hashes(evalset).items() if k.startswith("eval_")}
+    assert ours == {k: v for k, v in _hashes(again).items() if k.startswith("eval_")}
+    other = synth.generate_dataset(tmp_path / "other", MINI, seed=1, machines=["Sander"],
+                                   datasets=("eval",), progress=False, workers=1)
+    a = {k: v for k, v in _wav_hashes(evalset).items() if "/Sander/" in k}
+    b = _wav_hashes(other)
+    assert a.keys() == b.keys() and all(a[k] != b[k] for k in a)
+
+
+def test_new_models_render_deterministically():
+    """Each new sound model renders the same samples from the same seed, others from
+    another one, in both domains and for every fault kind."""
+    for machine, dataset, year in [*((m, "eval", 2026) for m in synth.EVAL_MACHINES),
+                                   ("ToyTrain", "dev", 2025)]:
+        plan = synth.clip_plan(MINI, [machine], dataset, year)
+        picked = {(s.domain, s.kind): s for s in plan if s.split == "test"}
+        assert len(picked) == 8, machine
+        for spec in picked.values():
+            a = synth.render_clip(spec, MINI, seed=5)
+            b = synth.render_clip(spec, MINI, seed=5)
+            np.testing.assert_array_equal(a.near, b.near)
+            np.testing.assert_array_equal(a.far, b.far)
+            assert np.all(np.isfinite(a.near)) and a.near.shape == (MINI.n_samples,)
+            assert not np.allclose(a.near, synth.render_clip(spec, MINI, seed=6).near)
+
+
+def test_eval_resumes_and_adds_to_a_dev_root(mini, evalset, tmp_path):
+    """A development root gains the evaluation split without a changed byte or info key of
+    its own; a lost evaluation clip and ground-truth file are listed and restored."""
+    import json
+    import shutil
+
+    root = tmp_path / "grow"
+    shutil.copytree(mini, root)
+    info = json.loads((root / synth.INFO_FILE).read_text())
+    assert set(info) == {"generator", "generator_version", "seed", "preset", "machines_complete"}
+    dev_before = _hashes(root / "dev_data")
+    synth.ensure_dataset(root, MINI, seed=0, machines=[*MINI_MACHINES, "Sander"],
+                         datasets=("dev", "eval"), progress=False, workers=1)
+    assert _hashes(root / "dev_data") == dev_before
+    info = json.loads((root / synth.INFO_FILE).read_text())
+    assert info["eval_machines_complete"] == ["Sander"]
+    theirs = {k: v for k, v in _hashes(evalset).items() if "Sander" in k}
+    assert {k: v for k, v in _hashes(root).items() if "Sander" in k} == theirs
+
+    clip = _eval_raw(root) / "Sander" / "test" / "section_00_0005.wav"
+    clip.unlink()
+    truth = synth.ground_truth_paths(root, "Sander")[1]
+    truth.unlink()
+    assert synth.missing_clips(root, MINI, ["Sander"], datasets=("eval",)) == \
+        ["eval_data/raw/Sander/test/section_00_0005.wav",
+         truth.relative_to(root).as_posix()]
+    synth.ensure_dataset(root, MINI, seed=0, machines=["Sander"], datasets=("eval",),
+                         progress=False, workers=1)
+    assert {k: v for k, v in _hashes(root).items() if "Sander" in k} == theirs
+
+
+# --------------------------------------------------------------------------- mono year sets
+
+def test_mono_year_set(mini, tmp_path):
+    """year=2025: the DCASE 2025 development names, mono clips (the near channel), in the
+    same layout; the loaders read them; the 2025 fan is the 2026 fan's near channel."""
+    from asdlib import audio, data
+
+    machines = ["fan", "ToyTrain", "bearing"]
+    assert set(synth.dataset_machines("dev", 2025)) == \
+        {"bearing", "fan", "gearbox", "slider", "ToyCar", "ToyTrain", "valve"}
+    root = synth.generate_dataset(tmp_path / "y2025", MINI, seed=0, machines=machines,
+                                  year=2025, progress=False, workers=1)
+    raw = _raw(root)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(machines)
+    table = data.scan_dataset(root)
+    assert len(table) == 3 * MINI.clips_per_machine
+    assert set(data.read_anomaly_kinds(root, "bearing")) == {"normal", *synth.KINDS}
+    manifest = data.build_manifest(table, root)
+    assert set(manifest["channels"]) == {1}
+    for wav in sorted(raw.rglob("*.wav"))[::7]:
+        assert NAME_RE.fullmatch(wav.name), wav.name
+        info = sf.info(wav)
+        assert (info.channels, info.frames, info.subtype) == (1, MINI.n_samples, "PCM_16")
+    wav = sorted((raw / "ToyTrain" / "test").glob("*.wav"))[0]
+    wave, sr = audio.load_clip(wav)
+    assert wave.shape == (MINI.n_samples,) and sr == 16000
+    with pytest.raises(audio.AudioError):
+        audio.load_clip(wav, channel="far")
+    for wav in sorted((raw / "fan").rglob("*.wav")):
+        mono, _ = sf.read(wav, dtype="int16")
+        stereo, _ = sf.read(_raw(mini) / "fan" / wav.parent.name / wav.name, dtype="int16")
+        np.testing.assert_array_equal(mono, stereo[:, 0])
+    with pytest.raises(synth.SynthError, match="year"):
+        synth.ensure_dataset(root, MINI, seed=0, machines=["fan"], progress=False)
+    with pytest.raises(ValueError, match="no eval split"):
+        synth.generate_dataset(tmp_path / "never", MINI, year=2025, datasets=("dev", "eval"))
+    with pytest.raises(ValueError, match="unknown year"):
+        synth.clip_plan(MINI, year=2019)
