@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name asdlib --display-name "Python (asdlib)" >/dev/null
 	@touch $(STAMP)
 
+# the development run, then the evaluation split with the weights frozen on it, scored with
+# the ground truth the synthetic generator writes beside it (real data has none)
 run: setup
 	$(BIN)/python -m asdlib.pipeline --run $(RUN) --preset $(PRESET) --device $(DEVICE) $(ARGS)
+	$(BIN)/python -m asdlib.pipeline --run $(RUN)-eval --preset $(PRESET) --device $(DEVICE) \
+		--dataset eval --fusion-config results/$(RUN)/06_fusion/fusion_config.json $(ARGS)
+	$(BIN)/python benchmarks/eval_split.py results/$(RUN)-eval
 
 test: setup
 	$(BIN)/python -m pytest $(ARGS)

@@ -85,6 +85,21 @@ class RunConfig:
 
         return str(resolve_device(self.device))
 
+    def with_absolute_paths(self) -> "RunConfig":
+        """A copy whose data root, fusion config and encoder file (when a file) are absolute:
+        notebooks run in ``results/<run>/notebooks``, not where the command was typed."""
+        import dataclasses
+
+        def absolute(value):
+            if not value:
+                return value
+            path = Path(value).expanduser()
+            return str(path.resolve()) if path.exists() else value
+
+        return dataclasses.replace(self, data_root=absolute(self.data_root),
+                                   fusion_config=absolute(self.fusion_config),
+                                   encoder=absolute(self.encoder))
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
@@ -238,9 +253,10 @@ def dataset_root(config: RunConfig, progress: bool = True, hashes=None) -> Path:
     from asdlib import synth
 
     embedded = (config.preset, config.seed) == EMBEDDED_DEFAULT and EMBEDDED_MANIFEST.exists()
+    datasets = ("dev", "eval") if config.dataset == "eval" else ("dev",)
     return Path(synth.ensure_dataset(root, config.preset, config.seed, progress=progress,
                                      manifest=EMBEDDED_MANIFEST if embedded else None,
-                                     hashes=hashes))
+                                     hashes=hashes, datasets=datasets))
 
 
 def scan(config: RunConfig, root: Path, hashes=None):

@@ -76,12 +76,13 @@ def _dbfs(x: np.ndarray) -> float:
 
 
 def example_clips(table: pd.DataFrame) -> pd.DataFrame:
-    """One normal and one anomalous test clip per machine (first by name), for figures."""
-    test = table[table["split"] == "test"].sort_values("name")
+    """One normal and one anomalous test clip per machine (first by name), for figures; where
+    the test clips carry no labels (an evaluation set), a training clip and a test clip."""
     picks = []
-    for machine, rows in test.groupby("machine", sort=True):
-        for label in ("normal", "anomaly"):
-            sel = rows[rows["label"] == label]
-            if len(sel):
-                picks.append(sel.iloc[0])
+    for machine, rows in table.sort_values("name").groupby("machine", sort=True):
+        test = rows[rows["split"] == "test"]
+        cells = [test[test["label"] == label] for label in ("normal", "anomaly")]
+        if not any(len(c) for c in cells):
+            cells = [rows[rows["split"] == "train"], test]
+        picks += [c.iloc[0] for c in cells if len(c)]
     return pd.DataFrame(picks).reset_index(drop=True)

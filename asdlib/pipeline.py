@@ -262,6 +262,7 @@ def run_pipeline(config: RunConfig, results_root: str | Path = PROJECT_ROOT / "r
     `asdlib.locking.LockHeld` when another process runs the same run, StepFailed when a
     notebook fails, Interrupted on Ctrl-C / SIGTERM (finished steps are kept).
     """
+    config = config.with_absolute_paths()
     problems = preflight.validate(config)
     selected = steps or STEPS
     unknown = [s for s in selected if s not in STEPS]

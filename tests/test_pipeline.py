@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from asdlib import fingerprint, notebook_check, pipeline
+from asdlib import experiment, fingerprint, notebook_check, pipeline
 from asdlib.experiment import PROJECT_ROOT, STEPS, RunConfig
 
 RUN = "tiny-ci"
@@ -199,3 +199,40 @@ def test_fresh_clone_runs_steps_whose_outputs_are_committed(tmp_path, monkeypatc
     assert "running" in step_line(run())
     assert (run_dir / "runs.txt").read_text() == "xx"
     assert json.loads((run_dir / "pipeline_state.json").read_text())["00_data"]["key"]
+
+
+@pytest.fixture(scope="module")
+def tiny_eval_run(tiny_run):
+    """The tiny preset's evaluation split, run with the dev run's frozen fusion weights."""
+    dev_dir, _ = tiny_run
+    logs = []
+    config = RunConfig(run=RUN + "-eval", preset="tiny", dataset="eval",
+                       fusion_config=str(dev_dir / "06_fusion" / "fusion_config.json"))
+    run_dir = pipeline.run_pipeline(config, RESULTS, log=logs.append)
+    return run_dir, logs
+
+
+def test_evaluation_split_runs_to_valid_submission_files(tiny_eval_run):
+    from asdlib import metrics, submission, synth
+
+    run_dir, _ = tiny_eval_run
+    run = experiment.Run.open(run_dir)
+    table = run.clip_table()
+    assert set(table["machine"]) == set(synth.EVAL_MACHINES)
+    assert table.loc[table["split"] == "test", "label"].isna().all()   # nothing leaked
+    folders = sorted((run_dir / "06_fusion" / "submission").iterdir())
+    assert [f.name for f in folders] == ["system_1", "system_2", "system_3", "system_4"]
+    root = run.config.resolved_data_root()
+    for folder in folders:
+        report = submission.validate_submission(folder, root, dataset="eval")
+        assert report.ok, report.problems
+        assert report.machines == 5
+    # the weights were applied unchanged, and the notebooks said why they show no metric
+    frozen = json.loads((RESULTS / RUN / "06_fusion" / "fusion_config.json").read_text())
+    assert json.loads((run_dir / "06_fusion" / "fusion_config.json").read_text())["weights"] \
+        == frozen["weights"]
+    executed = (run_dir / "notebooks" / "07_results.ipynb").read_text()
+    assert experiment.NO_LABELS[:40] in executed and "valid" in executed
+    # the generator's ground truth (never read by the pipeline) scores the submission
+    scored = metrics.evaluate_submission(folders[0], root / synth.GROUND_TRUTH_DIR)
+    assert 0.0 < scored.loc["Overall", "hmean"] <= 1.0
