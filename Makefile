@@ -10,7 +10,7 @@ PRESET ?= demo
 DEVICE ?= auto
 ARGS ?=
 
-.PHONY: setup run test bench sync clean-run nbval-reference
+.PHONY: setup run test bench sync clean-run nbval-reference screenshots browser
 
 setup: $(STAMP)
 
@@ -29,8 +29,20 @@ run: setup
 		--dataset eval --fusion-config results/$(RUN)/06_fusion/fusion_config.json $(ARGS)
 	$(BIN)/python benchmarks/eval_split.py results/$(RUN)-eval
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest $(ARGS)
+
+# Debian's Chromium and its driver for the explorer's browser check (tests/browser), where
+# apt-get can install them; without them that test is skipped and says how to install them.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+		[ "$$(id -u)" = 0 ] && { apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+		} || echo "chromium not installed: the browser check will be skipped"; }
+
+# Re-take the README's explorer screenshots from results/demo (needs chromium).
+screenshots: setup browser
+	ASDLIB_EXPLORE_RUN=results/demo ASDLIB_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -p no:cacheprovider tests/browser -k jupyterlab
 
 bench: setup
 	$(BIN)/python benchmarks/bench_encoder.py

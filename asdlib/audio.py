@@ -133,20 +133,16 @@ def _resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     return out.numpy().astype(np.float32, copy=False)
 
 
-def load_clip(path: str | os.PathLike, channel: str = "near",
-              sample_rate: int | None = SAMPLE_RATE) -> tuple[np.ndarray, int]:
-    """Load one clip as float32 in [-1, 1] (for integer wavs).
+def load_channels(path: str | os.PathLike,
+                  sample_rate: int | None = SAMPLE_RATE) -> tuple[np.ndarray, int]:
+    """Every channel of one clip as float32 (C, N) in [-1, 1]: (2, N) near and far for a
+    2026 stereo clip, (1, N) for a mono one.
 
-    channel: "near" -> (N,) channel 0 (or the only channel of a mono file);
-             "far"  -> (N,) channel 1 (AudioError on a mono file: there is no far-field mic);
-             "both" -> (2, N) near and far (AudioError on a mono file).
     sample_rate: the rate to return; a file at another rate is resampled and a
         ResampleWarning names the file and both rates. None keeps the file's own rate.
-    Returns (wave, sr). Raises AudioError for a missing, unreadable, truncated, non-wav or
-    empty file, for NaN/inf samples, and for a channel layout that cannot give ``channel``.
+    Raises AudioError for a missing, unreadable, truncated, non-wav or empty file, for
+    NaN/inf samples and for more than two channels.
     """
-    if channel not in CHANNELS:
-        raise ValueError(f"channel must be one of {CHANNELS}, got {channel!r}")
     info = probe_clip(path)
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -161,27 +157,32 @@ def load_clip(path: str | os.PathLike, channel: str = "near",
         bad = np.argwhere(~finite)
         raise AudioError(f"{path}: {len(bad)} non-finite samples (NaN/inf), first at frame "
                          f"{int(bad[0, 0])} channel {int(bad[0, 1])}")
-
-    n_channels = data.shape[1]
-    if n_channels > 2:
-        raise AudioError(f"{path}: {n_channels} channels; expected mono or stereo (near, far)")
-    if channel == "near":
-        wave = data[:, 0]
-    elif n_channels < 2:
-        raise AudioError(f"{path}: channel={channel!r} needs a stereo file (near, far), "
-                         "this file is mono (2023-2025 data has only the near-field channel)")
-    elif channel == "far":
-        wave = data[:, 1]
-    else:
-        wave = data.T
-    wave = np.ascontiguousarray(wave, dtype=np.float32)
-
+    if data.shape[1] > 2:
+        raise AudioError(f"{path}: {data.shape[1]} channels; expected mono or stereo (near, far)")
+    wave = np.ascontiguousarray(data.T, dtype=np.float32)
     if sample_rate is not None and file_rate != sample_rate:
         warnings.warn(f"{path}: resampled from {file_rate} Hz to {sample_rate} Hz",
                       ResampleWarning, stacklevel=2)
-        wave = _resample(wave, int(file_rate), int(sample_rate))
-        return wave, int(sample_rate)
+        return _resample(wave, int(file_rate), int(sample_rate)), int(sample_rate)
     return wave, int(file_rate)
+
+
+def load_clip(path: str | os.PathLike, channel: str = "near",
+              sample_rate: int | None = SAMPLE_RATE) -> tuple[np.ndarray, int]:
+    """One microphone of a clip as float32 (N,) in [-1, 1] (`load_channels` for all).
+
+    channel: "near" -> channel 0 (or the only channel of a mono file);
+             "far"  -> channel 1 (AudioError on a mono file: there is no far-field mic).
+    sample_rate: as in `load_channels`. Returns (wave, sr).
+    """
+    if channel not in ("near", "far"):
+        raise ValueError(f"channel must be 'near' or 'far', got {channel!r} "
+                         "(load_channels gives every channel)")
+    wave, sr = load_channels(path, sample_rate)
+    if channel == "far" and len(wave) < 2:
+        raise AudioError(f"{path}: channel='far' needs a stereo file (near, far), "
+                         "this file is mono (2023-2025 data has only the near-field channel)")
+    return np.ascontiguousarray(wave[0 if channel == "near" else 1]), sr
 
 
 @dataclass

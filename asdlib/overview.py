@@ -42,11 +42,8 @@ def channel_levels(table: pd.DataFrame, max_clips_per_machine: int | None = 40,
                "domain": row.domain, "label": row.label,
                "seconds": wave.shape[-1] / sr, "near_dbfs": _dbfs(wave),
                "far_dbfs": np.nan, "far_snr_db": np.nan}
-        try:
-            both, _ = audio.load_clip(row.path, channel="both")
-        except audio.AudioError:
-            both = None
-        if both is not None and both.ndim == 2 and both.shape[0] == 2:
+        both, _ = audio.load_channels(row.path)
+        if len(both) == 2:
             rec["far_dbfs"] = _dbfs(both[1])
             rec["far_snr_db"] = far_snr_db(both[0], both[1], sr)
         records.append(rec)

@@ -16,71 +16,50 @@
 # %% [markdown]
 # # 08 · Exploring one machine
 #
-# Pick a machine (and a run): every branch's score distribution, the clips a system gets
-# most wrong (the normal clips it scores highest: false alarms; the anomalies it scores
-# lowest: misses) with audio players for the near and far microphones, and the
-# fine-grained localisation map of each. Change the parameters and re-run, or run it with
-# papermill: `papermill 08_explore.ipynb out.ipynb -p run_dir ../results/demo -p machine fan`.
+# An interactive explorer of a finished run (`asdlib.explore`): pick the run, the machine,
+# a fused system or a single branch, and the microphone. It shows the machine's score
+# distributions (normal / anomaly x source / target) with the decision threshold (the
+# bank self-scores' decision percentile), its AUC_s / AUC_t / pAUC, and a list of its clips
+# that starts with the worst false alarms (normal clips scored highest) and misses
+# (anomalies scored lowest). Picking a clip there plays its near and far microphones and
+# draws its log-mel spectrogram with the fine-grained localisation maps over it, beside its
+# score in every system and branch. Nothing is recomputed but the fused thresholds; the
+# audio is embedded only in the live widget, never in the saved notebook.
+#
+# The last cell prints the metrics of every system and branch (and the worst clips) as
+# text, so that a run of this notebook with papermill (`papermill 08_explore.ipynb
+# out.ipynb -p run_dir ../results/demo -p machine fan`) has a readable output without
+# widgets.
 
 # %% tags=["parameters"]
 run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipeline
-machine: str = ""  # machine type to explore; empty means the first machine of the run
-system: str = "System 4"  # fused system whose errors are listed
-n_clips: int = 3  # false alarms and misses shown
+machine: str = ""  # machine type shown first; empty means the first machine of the run
+system: str = "System 4"  # fused system (or branch) shown first
+channel: str = "near"  # microphone of the spectrogram under the maps: near or far
+n_clips: int = 5  # false alarms and misses listed first
 
 # %%
-import numpy as np
+from asdlib import explore
+
+explorer = explore.Explorer(run_dir, machine=machine, source=system, channel=channel,
+                            n_clips=n_clips)
+explorer
+
+# %% [markdown]
+# ## Every system and branch on this machine (static)
+
+# %%
 import pandas as pd
-from IPython.display import Audio, display
 
-from asdlib import audio, experiment, fusion, plots, scoring
-
-run = experiment.Run.open(run_dir)
-table = run.clip_table()
-machine = machine or sorted(table["machine"].unique())[0]
-fused = pd.read_csv(run.dir / "06_fusion" / "fused_scores.csv", dtype={"name": str})
-fused = fused[(fused["machine"] == machine) & (fused["selection"] == "dev")]
-calibrated = fusion.calibrate(scoring.load_scores(run))
-calibrated = calibrated[calibrated["machine"] == machine]
-print(f"{machine}: {len(fused['name'].unique())} test clips, "
-      f"{calibrated['branch'].nunique()} branches")
-
-# %% [markdown]
-# ## Every branch on this machine (calibrated scores)
-
-# %%
-test = calibrated[~calibrated["is_self"]].rename(columns={"machine": "_m", "branch": "machine"})
-plots.score_distributions(test, score_col="z", title=f"{machine}: branches (z)");
-
-# %% [markdown]
-# ## False alarms and misses of the chosen system
-
-# %%
-rows = fused[fused["system"] == system].sort_values("score")
-false_alarms = rows[rows["label"] == "normal"].tail(n_clips)[::-1]
-misses = rows[rows["label"] == "anomaly"].head(n_clips)
-maps = np.load(run.dir / "04_patch" / "maps" / f"{machine}.npz")
-map_names = list(maps["names"])
-
-
-def show(clip_rows, what):
-    for r in clip_rows.itertuples():
-        path = table[(table["machine"] == machine) & (table["name"] == r.name)]["path"].iloc[0]
-        print(f"{what}: {r.name}  [{r.kind}]  fused score {r.score:.2f}")
-        for ch in ("near", "far"):
-            try:
-                wave, sr = audio.load_clip(path, channel=ch)
-            except audio.AudioError as exc:
-                print(f"  {ch}: {exc}")
-                continue
-            print(f"  {ch} microphone")
-            display(Audio(wave, rate=sr))
-        i = map_names.index(r.name)
-        wave, sr = audio.load_clip(path, channel=run.config.channel)
-        plots.localisation_maps([plots.log_mel(wave, sr)],
-                                [maps["fine_broad"][i, : maps["n_time"][i]]],
-                                [f"{what} {r.name}: fine-grained map"])
-
-
-show(false_alarms, "false alarm")
-show(misses, "miss")
+tables = explore.load_run(run_dir)
+machine, source = explorer.machine.value, explorer.source.value
+rows = explore.source_scores(tables, machine, source)
+with pd.option_context("display.width", 120, "display.max_columns", 20):
+    print(explore.metrics_table(tables, machine).round(3).to_string())
+    if explore.labelled(rows):
+        threshold = explore.decision_threshold(tables, machine, source)
+        worst = explore.worst_clips(rows, threshold, n_clips)
+        print(f"\n{source}: worst false alarms and misses (wrong: beyond the threshold)")
+        print(worst[["error", "name", "score", "domain", "kind", "wrong"]].round(3).to_string())
+    else:
+        print(f"\n{machine}: the test clips have no labels (an evaluation set)")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asdlib.audio import (AudioError, ResampleWarning, collate, fix_length, load_clip,
+from asdlib.audio import (AudioError, ResampleWarning, collate, fix_length, load_channels, load_clip,
                           load_many, probe_clip)
 
 
@@ -28,8 +28,11 @@ def test_stereo_near_far_both_select_the_right_channel(tmp_path):
     path = write_stereo(tmp_path / "s.wav")
     near, sr = load_clip(path, channel="near")
     far, _ = load_clip(path, channel="far")
-    both, _ = load_clip(path, channel="both")
-    assert sr == 16000
+    both, _ = load_channels(path)
+    assert sr == 16000 and both.shape == (2, 1600)
+    assert np.array_equal(both[0], near) and np.array_equal(both[1], far)
+    with pytest.raises(ValueError, match="load_channels"):
+        load_clip(path, channel="both")
     assert near.dtype == np.float32 and near.shape == (1600,)
     assert np.allclose(near, 0.25, atol=1e-4)
     assert np.allclose(far, -0.5, atol=1e-4)
@@ -43,11 +46,11 @@ def test_mono_near_returns_the_channel(tmp_path):
     assert np.allclose(wave, 0.25, atol=1e-4)
 
 
-@pytest.mark.parametrize("channel", ["far", "both"])
-def test_mono_far_or_both_is_a_clear_error(tmp_path, channel):
+def test_mono_far_is_a_clear_error_and_all_channels_is_one(tmp_path):
     path = write_mono(tmp_path / "m.wav")
     with pytest.raises(AudioError, match=r"m\.wav.*mono"):
-        load_clip(path, channel=channel)
+        load_clip(path, channel="far")
+    assert load_channels(path)[0].shape[0] == 1
 
 
 def test_unknown_channel_name_rejected(tmp_path):
@@ -77,7 +80,7 @@ def test_resampling_48k_to_16k_is_reported_and_length_right(tmp_path):
 def test_resampling_stereo_keeps_both_channels(tmp_path):
     path = write_stereo(tmp_path / "s48.wav", n=4800, sr=48000)
     with pytest.warns(ResampleWarning):
-        both, sr = load_clip(path, channel="both")
+        both, sr = load_channels(path)
     assert both.shape == (2, 1600) and sr == 16000
 
 

@@ -241,15 +241,20 @@ def load_training_waves(rows: pd.DataFrame, channel: str = "near"
 
     With channel "both" every clip gives two examples (near, far), rows repeat.
     """
-    from asdlib.audio import load_clip
+    from asdlib.audio import load_channels, load_clip
 
     waves, row_of = [], []
     for i, path in enumerate(rows["path"]):
-        wave, sr = load_clip(path, channel=channel)
-        if sr != SAMPLE_RATE:  # load_clip resamples; a loader that does not is an error
+        if channel == "both":
+            wave, sr = load_channels(path)
+            if len(wave) < 2:
+                raise ValueError(f"{path}: channel 'both' needs stereo clips (near, far)")
+        else:
+            wave, sr = load_clip(path, channel=channel)
+            wave = wave[None]
+        if sr != SAMPLE_RATE:  # the loaders resample; a file they cannot is an error
             raise ValueError(f"{path}: sample rate {sr}, expected {SAMPLE_RATE}")
-        wave = np.asarray(wave, dtype=np.float32)
-        for w in (wave if wave.ndim == 2 else wave[None]):
+        for w in np.asarray(wave, dtype=np.float32):
             waves.append(np.ascontiguousarray(w))
             row_of.append(i)
     return waves, np.asarray(row_of, dtype=np.int64)
