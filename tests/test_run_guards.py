@@ -234,12 +234,13 @@ def test_an_interruption_prints_one_line_and_keeps_finished_steps(tmp_path, smal
         pipeline.NOTEBOOK_DIR = Path({str(nb)!r})
         sys.exit(pipeline.main(sys.argv[1:]))
         """))
+    started = tmp_path / "results" / "r" / "notebooks" / "01_finetune.ipynb"
     for how in (signal.SIGINT, signal.SIGTERM):
+        started.unlink(missing_ok=True)  # the first round's copy must not start the clock
         proc = subprocess.Popen(
             [sys.executable, str(driver), "--run", "r", "--data-root", str(small_root),
              "--results-root", str(tmp_path / "results"), "--steps", "00_data", "01_finetune"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        started = tmp_path / "results" / "r" / "notebooks" / "01_finetune.ipynb"
         deadline = time.time() + 60
         while not started.exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)  # papermill writes the output notebook as the kernel starts

@@ -55,7 +55,13 @@ RUN_PARTS = ("config.json", "00_data", "03_subband", "04_patch", "05_ldn", "06_f
 LAB_SETTINGS = {"notebook-extension/tracker": {"windowingMode": "none"},
                 "apputils-extension/notification": {"fetchNews": "false",
                                                     "checkForUpdates": False}}
-STARTUP_S, KERNEL_S, RENDER_S = 90, 240, 120
+STARTUP_S, KERNEL_S, RENDER_S = 90, 120, 120
+#: JavaScript: what the page shows, for a failure message (dialogs, kernel indicator, title).
+PAGE_STATE = """
+const texts = s => Array.from(document.querySelectorAll(s)).map(e => e.innerText.slice(0, 300));
+return {title: document.title, dialogs: texts('.modal-dialog, .jp-Dialog'),
+        kernel: texts('#kernel_indicator, .jp-KernelStatus, .jp-Toolbar-kernelStatus'),
+        jupyter: typeof window.Jupyter, lab: typeof window.jupyterapp};"""
 #: Error and stderr outputs of JupyterLab and of the classic notebook (shown on a timeout).
 ERROR_OUTPUTS = (".jp-OutputArea-output[data-mime-type*='stderr'], "
                  ".jp-OutputArea-output[data-mime-type*='error'], .output_stderr, .output_error")
@@ -128,7 +134,7 @@ FRONT_ENDS = {
 @pytest.fixture(params=list(FRONT_ENDS))
 def server(request, tmp_path):
     """A notebook server of one front end over a temporary folder holding the run and the
-    notebook: yields (front end name, notebook page url)."""
+    notebook: yields (front end name, notebook page url, server log path)."""
     front = FRONT_ENDS[request.param]
     notebook = lab_folder(tmp_path / "root")
     settings = tmp_path / "settings"
@@ -161,7 +167,7 @@ def server(request, tmp_path):
                                 + log_path.read_text()[-3000:])
                 time.sleep(0.5)
         path = notebook.relative_to(tmp_path / "root").as_posix()
-        yield request.param, f"{base}/{front.url.format(path=path)}?token={token}"
+        yield request.param, f"{base}/{front.url.format(path=path)}?token={token}", log_path
     finally:
         process.terminate()
         try:
@@ -243,14 +249,31 @@ def plot_source(driver) -> str | None:
     return images[0].get_attribute("src") if images else None
 
 
+def open_with_idle_kernel(driver, url: str, front: FrontEnd, server_log: Path) -> None:
+    """Opens the notebook page until its kernel is idle: a page whose kernel has not
+    connected after KERNEL_S is loaded once more (a slow first kernel start can leave the
+    page's first connection attempt behind); fails with what the page and server show."""
+    states = []
+    for attempt in range(2):
+        driver.get(url)
+        try:
+            WebDriverWait(driver, KERNEL_S, poll_frequency=0.5).until(
+                lambda d: d.execute_script(front.kernel_idle))
+            return
+        except Exception as exc:
+            states.append(f"attempt {attempt + 1}: {type(exc).__name__}, page "
+                          f"{driver.execute_script(PAGE_STATE)}")
+    pytest.fail(f"the notebook's kernel in {front.module} was not idle after "
+                f"2 x {KERNEL_S} s; {'; '.join(states)}; server log:\n"
+                + server_log.read_text()[-3000:])
+
+
 def test_explorer_notebook_in_a_browser(server, chromium, screenshots):
-    front_end, url = server
+    front_end, url, server_log = server
     front, driver = FRONT_ENDS[front_end], chromium
     shot = {name: screenshots / (name if front_end == "jupyterlab" else f"{front_end}_{name}")
             for name in ("explorer_distributions.png", "explorer_clip.png", "explorer_panel.png")}
-    driver.get(url)
-    wait_for(driver, f"the notebook's kernel in {front_end}", KERNEL_S,
-             lambda d: d.execute_script(front.kernel_idle))
+    open_with_idle_kernel(driver, url, front, server_log)
     driver.execute_script(front.run_all)
 
     parts = wait_for(driver, "the explorer widget with its distribution plot", RENDER_S,
