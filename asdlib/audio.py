@@ -27,8 +27,15 @@ import soundfile as sf
 #: The rate every model of the project works at (BEATs' input rate); clips at another rate
 #: are resampled when read.
 SAMPLE_RATE = 16000
-#: What ``load_clip`` can return: channel 0 (near-field), channel 1 (far-field), or both.
-CHANNELS = ("near", "far", "both")
+#: One wave per clip (`load_clip`): channel 0 (near-field), channel 1 (far-field), or the
+#: residual near - RESIDUAL_FAR_WEIGHT * far (what the near microphone hears beyond the
+#: far-field scene: the room noise both pick up partly cancels).
+MICROPHONES = ("near", "far", "residual")
+#: Weight of the far-field channel in the residual view.
+RESIDUAL_FAR_WEIGHT = 0.5
+#: What training, extraction and scoring can use: a microphone, or "both" (near and far,
+#: each on its own).
+CHANNELS = (*MICROPHONES, "both")
 WAV_FORMATS = ("WAV", "WAVEX", "RF64")
 LENGTH_POLICIES = ("pad", "crop", "pad_or_crop")
 _UNKNOWN_SIZE = 0xFFFFFFFF
@@ -169,19 +176,22 @@ def load_channels(path: str | os.PathLike,
 
 def load_clip(path: str | os.PathLike, channel: str = "near",
               sample_rate: int | None = SAMPLE_RATE) -> tuple[np.ndarray, int]:
-    """One microphone of a clip as float32 (N,) in [-1, 1] (`load_channels` for all).
+    """One microphone of a clip as float32 (N,) (`load_channels` for all).
 
     channel: "near" -> channel 0 (or the only channel of a mono file);
-             "far"  -> channel 1 (AudioError on a mono file: there is no far-field mic).
+             "far"  -> channel 1 (AudioError on a mono file: there is no far-field mic);
+             "residual" -> near - RESIDUAL_FAR_WEIGHT * far (stereo only, like "far").
     sample_rate: as in `load_channels`. Returns (wave, sr).
     """
-    if channel not in ("near", "far"):
-        raise ValueError(f"channel must be 'near' or 'far', got {channel!r} "
+    if channel not in MICROPHONES:
+        raise ValueError(f"channel must be one of {MICROPHONES}, got {channel!r} "
                          "(load_channels gives every channel)")
     wave, sr = load_channels(path, sample_rate)
-    if channel == "far" and len(wave) < 2:
-        raise AudioError(f"{path}: channel='far' needs a stereo file (near, far), "
+    if channel != "near" and len(wave) < 2:
+        raise AudioError(f"{path}: channel={channel!r} needs a stereo file (near, far), "
                          "this file is mono (2023-2025 data has only the near-field channel)")
+    if channel == "residual":
+        return (wave[0] - np.float32(RESIDUAL_FAR_WEIGHT) * wave[1]).astype(np.float32), sr
     return np.ascontiguousarray(wave[0 if channel == "near" else 1]), sr
 
 

@@ -16,10 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from asdlib import atomic
+from asdlib.audio import CHANNELS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-#: Microphones a run can score with (channel 0 near-field, channel 1 far-field).
-CHANNELS = ("near", "far")
+#: What a run can score with: a microphone (near, far, or the residual near - 0.5 far) or
+#: "both" (near and far scored apart and averaged per clip, `asdlib.scoring.combine_channels`):
+#: `asdlib.audio.CHANNELS`, imported above.
 #: Which part of a DCASE root a run reads: the development set (labelled test clips) or the
 #: evaluation set (unlabelled test clips; fusion weights come frozen from a dev run).
 DATASETS = ("dev", "eval")
@@ -45,7 +47,10 @@ class RunConfig:
     encoder: path of an official BEATs checkpoint to start from; None starts from the
         named small configuration ``encoder_config``.
     device: "auto" (CUDA when present), "cpu" or "cuda[:i]".
-    channel: microphone used for scoring: "near" (channel 0) or "far" (channel 1).
+    channel: what is scored: "near" (channel 0), "far" (channel 1), "residual"
+        (near - 0.5 far, `asdlib.audio.load_clip`) or "both" (near and far scored apart,
+        each standardised by its bank self-scores, averaged per clip). The encoder is
+        adapted on the same (on both microphones as separate examples for "both").
     machines: subset of machine types; None = every machine found.
     fusion_config: a frozen fusion file to apply unchanged (evaluation runs); None selects
         weights on the development labels.
@@ -341,8 +346,9 @@ def adapt_config(config: RunConfig):
 
     common = {"seed": config.seed, "device": config.device, "channel": config.channel,
               "num_threads": config.num_threads or None}
-    if recipe(config) == "gpu":
-        return AdaptConfig.dcase(**common)
+    if recipe(config) == "gpu":  # trains on both microphones unless the residual is scored
+        return AdaptConfig.dcase(**{**common, "channel": "residual" if config.channel
+                                    == "residual" else "both"})
     if config.preset == "tiny" and not config.data_root:
         return AdaptConfig.demo(epochs=2, **common)
     return AdaptConfig.demo(**common)
@@ -359,6 +365,12 @@ def describe_recipe(config: RunConfig) -> str:
     crop = "whole clips" if cfg.crop_seconds is None else f"{cfg.crop_seconds:g} s crops"
     return (f"recipe {chosen} ({why}): {cfg.mode} adaptation, {cfg.epochs} epochs, batch "
             f"{cfg.batch_size}, lr {cfg.lr:g}, {crop}, channel {cfg.channel}, {amp}")
+
+
+def view_channel(channel: str) -> str:
+    """The one microphone that per-clip pictures and diagnostics of a run show: the run's
+    channel, or "near" when it scores "both"."""
+    return "near" if channel == "both" else channel
 
 
 def extract_config(config: RunConfig, head_layer: int = -1):

@@ -33,6 +33,8 @@ from asdlib import audio, experiment, fusion, metrics, scoring
 FUSED_FILE = Path("06_fusion") / "fused_scores.csv"
 FUSION_CONFIG_FILE = Path("06_fusion") / "fusion_config.json"
 MAPS_DIR = Path("04_patch") / "maps"
+#: The microphones a picked clip is played and drawn from (the residual is heard in both).
+PLAYED_MICROPHONES = ("near", "far")
 
 
 @dataclass
@@ -286,7 +288,7 @@ class Explorer:
                               value=run_dir.name, description="run", style=wide, layout=narrow)
         self.machine = w.Dropdown(description="machine", style=wide, layout=narrow)
         self.source = w.Dropdown(description="system / branch", style=wide, layout=narrow)
-        self.channel = w.ToggleButtons(options=list(experiment.CHANNELS), value=channel,
+        self.channel = w.ToggleButtons(options=list(PLAYED_MICROPHONES), value=channel,
                                        style={"button_width": "4em"}, layout=narrow)
         self.summary = w.HTML()
         self.plot = w.Output(layout=w.Layout(width="56%"))
@@ -386,7 +388,7 @@ class Explorer:
         label = f"{row['label']} ({row.get('kind')})" if pd.notna(row["label"]) else "no label"
         items, waves = [HTML(f"<h4>{name}</h4><p>{machine} · {label} · {row['domain']} domain"
                              f" · {self.source.value} score {row['score']:.3f}</p>")], {}
-        for channel in experiment.CHANNELS:
+        for channel in PLAYED_MICROPHONES:
             try:
                 waves[channel] = audio.load_clip(path, channel=channel)
             except audio.AudioError as exc:
@@ -396,7 +398,8 @@ class Explorer:
                       Audio(waves[channel][0], rate=waves[channel][1])]
         maps = clip_maps(t, machine, name)
         if self.channel.value in waves and maps:
-            title = f"{self.channel.value} spectrogram, maps of the {t.run.config.channel} channel"
+            title = (f"{self.channel.value} spectrogram, maps of the "
+                     f"{experiment.view_channel(t.run.config.channel)} channel")
             fig = clip_figure(*waves[self.channel.value], maps, title)
             items.append(Image(data=figure_png(fig), format="png"))
         replace_output(self.clip_view, *items)

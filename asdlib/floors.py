@@ -133,7 +133,13 @@ def load(run) -> pd.DataFrame:
 
 
 def floors(table: pd.DataFrame, channel: str = "near", progress: bool = True) -> pd.DataFrame:
-    """Both floors' scores in one tidy table (branches ``logmel_knn``, ``logmel_frame_knn``)."""
+    """Both floors' scores in one tidy table (branches ``logmel_knn``, ``logmel_frame_knn``);
+    channel "both": each microphone's floors, combined as a run's branches are
+    (`asdlib.scoring.combine_channels`)."""
+    if channel == "both":
+        from asdlib.scoring import combine_channels
+
+        return combine_channels({c: floors(table, c, progress) for c in ("near", "far")})
     return pd.concat([clip_floor(table, channel, progress), frame_floor(table, channel,
                                                                         progress=progress)],
                      ignore_index=True)

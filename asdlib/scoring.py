@@ -86,10 +86,43 @@ def score_machine(load, specs: list[BranchSpec], machine: str, table: pd.DataFra
     return out.reindex(columns=[c for c in cols if c in out.columns]), maps
 
 
+def combine_channels(per_channel: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Score-level fusion of microphones: one score table per channel (same clips and
+    branches) -> one table whose score is, per clip, the mean over channels of the score
+    standardised by that channel's bank self-scores of the (machine, branch), or by its
+    test scores where a branch keeps no self-scores (no label is used either way)."""
+    keys = ["machine", "name", "branch", "is_self"]
+    standardised = []
+    for scores in per_channel.values():
+        parts = []
+        for _, group in scores.groupby(["machine", "branch"], sort=False):
+            ref = group.loc[group["is_self"], "score"]
+            ref = ref if len(ref) >= 2 else group.loc[~group["is_self"], "score"]
+            z = (group["score"] - ref.mean()) / max(float(ref.std(ddof=0)), 1e-12)
+            parts.append(group.assign(score=z))
+        standardised.append(pd.concat(parts).set_index(keys))
+    first = standardised[0]
+    for other in standardised[1:]:
+        if len(other) != len(first) or not other.index.sort_values().equals(
+                first.index.sort_values()):
+            raise ValueError("the channels' score tables cover different clips or branches: "
+                             f"{sorted(per_channel)}")
+    mean = sum(t["score"].reindex(first.index) for t in standardised) / len(standardised)
+    return first.assign(score=mean).reset_index()[scores.columns]
+
+
 def score_run(store, table: pd.DataFrame, specs: list[BranchSpec], channel: str = "near",
               maps_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
-    """Score every machine of the clip table from a feature store; maps saved as .npz."""
+    """Score every machine of the clip table from a feature store; maps saved as .npz.
+
+    channel "both": near and far scored apart and combined (`combine_channels`); the maps
+    saved are the near channel's."""
     from functools import lru_cache
+
+    if channel == "both":
+        return combine_channels({
+            "near": score_run(store, table, specs, "near", maps_dir, progress),
+            "far": score_run(store, table, specs, "far", None, progress)})
 
     from asdlib.progress import track
 
@@ -188,7 +221,8 @@ def knn_scores(embeddings: np.ndarray, table: pd.DataFrame, branch: str) -> pd.D
         d_test, _ = knn_search(emb[pos(test)], bank, k=1)
         ids = np.arange(len(train))
         d_self, _ = knn_search(bank, bank, k=1, exclude_groups=ids, query_groups=ids)
-        t = table.loc[test, ["machine", "name", "domain", "label", "kind"]].assign(
+        meta = ["machine", "name"] + [c for c in ("domain", "label", "kind") if c in table]
+        t = table.loc[test, meta].assign(
             branch=branch, score=d_test[:, 0], is_self=False)
         s = table.loc[train, ["machine", "name"]].assign(branch=branch, score=d_self[:, 0],
                                                           is_self=True)

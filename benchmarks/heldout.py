@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from asdlib import floors, metrics, synth  # noqa: E402
+from asdlib.experiment import CHANNELS  # noqa: E402
 from asdlib.scoring import load_scores  # noqa: E402
 
 #: name -> (seed, variant): never used to choose anything.
@@ -73,28 +74,43 @@ def summarise(run_dir: Path, dataset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_dataset(name: str, work: Path, preset: str = "demo") -> Path:
+def run_dataset(name: str, work: Path, preset: str = "demo", channel: str = "near") -> Path:
     seed, variant = HELDOUT[name]
     root = work / "data" / name
     synth.ensure_dataset(root, preset, seed=seed, variant=variant)
-    cmd = [sys.executable, "-m", "asdlib.pipeline", "--run", f"heldout-{name}",
-           "--data-root", str(root), "--results-root", str(work / "results")]
+    run = f"heldout-{name}" + ("" if channel == "near" else f"-{channel}")
+    cmd = [sys.executable, "-m", "asdlib.pipeline", "--run", run, "--data-root", str(root),
+           "--results-root", str(work / "results")]
+    if channel != "near":
+        cmd += ["--channel", channel]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
-    return work / "results" / f"heldout-{name}"
+    return work / "results" / run
+
+
+def code_version() -> str:
+    """The checkout's commit (with "+changes" when the tree differs from it)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--", "asdlib", "notebooks") else "")
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/heldout", help="data and runs go here")
     ap.add_argument("--datasets", nargs="*", default=list(HELDOUT), choices=list(HELDOUT))
-    ap.add_argument("--out", default=str(ROOT / "results" / "heldout"))
+    ap.add_argument("--channel", default="near", choices=CHANNELS,
+                    help="the pipeline's --channel (default near, the pipeline's default)")
+    ap.add_argument("--out", default=None,
+                    help="summary folder (default results/heldout, or results/heldout-<channel>)")
     args = ap.parse_args(argv)
+    version = code_version()
     work = Path(args.work)
     parts = []
     for name in args.datasets:
         t0 = time.time()
-        run_dir = run_dataset(name, work)
+        run_dir = run_dataset(name, work, channel=args.channel)
         parts.append(summarise(run_dir, name))
         print(f"{name}: {time.time() - t0:.0f} s", flush=True)
     table = pd.concat(parts, ignore_index=True)
@@ -102,13 +118,17 @@ def main(argv=None) -> None:
     mean = (table.groupby(["what", "name"], sort=False)[numbers].mean().reset_index()
             .assign(dataset="mean"))
     table = pd.concat([table, mean], ignore_index=True)
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "results" / (
+        "heldout" if args.channel == "near" else f"heldout-{args.channel}"))
     out.mkdir(parents=True, exist_ok=True)
     table.round(2).to_csv(out / "summary.csv", index=False)
     wide = table.pivot_table(index=["what", "name"], columns="dataset", values="official",
                              sort=False)
     md = dict(percent=False, align_numbers=True)
-    lines = ["Official score (%) per held-out dataset:", "",
+    lines = [f"Code {version}, channel {args.channel}, {time.strftime('%Y-%m-%d')}; "
+             "`PYTHONPATH=. python benchmarks/heldout.py"
+             + ("" if args.channel == "near" else f" --channel {args.channel}") + "`", "",
+             "Official score (%) per held-out dataset:", "",
              metrics.table_markdown(wide, digits=2, **md),
              "Mean over the held-out datasets (%):", "",
              metrics.table_markdown(mean.drop(columns="dataset").set_index(["what", "name"]),

@@ -66,7 +66,7 @@ print(adapt_cfg)
 floor_scores = floors.floors(table, cfg.channel)
 scoring.save_scores(floor_scores, out / floors.FLOORS_FILE)
 start = experiment.starting_encoder(cfg)
-emb_before = scoring.utterance_embeddings(start, table, cfg.channel, device)
+emb_before = scoring.utterance_embeddings(start, table, experiment.view_channel(cfg.channel), device)
 before = scoring.knn_scores(emb_before, table, "utt_knn_before")
 
 # %% [markdown]
@@ -83,7 +83,7 @@ history.to_csv(out / "history.csv", index=False)
 plots.training_curves(history, path=out / "training_curves.png");
 
 # %%
-emb_after = scoring.utterance_embeddings(model, table, cfg.channel, device)
+emb_after = scoring.utterance_embeddings(model, table, experiment.view_channel(cfg.channel), device)
 after = scoring.knn_scores(emb_after, table, "utt_knn_after")
 
 # %% [markdown]

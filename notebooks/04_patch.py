@@ -87,7 +87,7 @@ else:
 
 # %%
 if labelled:
-    views = evidence.store_views(store, table, cfg.channel, layers=(-1, "embed"))
+    views = evidence.store_views(store, table, experiment.view_channel(cfg.channel), layers=(-1, "embed"))
     diagnosis = evidence.evidence_table(views, table[table["split"] == "test"], ldn=(True,))
     diagnosis.to_csv(out / "evidence.csv", index=False)
     print(diagnosis.round(1).to_string(index=False))
@@ -110,7 +110,7 @@ else:
 test = scores[(~scores["is_self"]) & (scores["branch"] == "fine_selective")]
 top = test.sort_values("score", ascending=False).head(n_maps)
 maps = scoring.load_maps(out / "maps", top, "fine_selective")
-specs = [plots.log_mel(*audio.load_clip(p, channel=cfg.channel)) for p in
+specs = [plots.log_mel(*audio.load_clip(p, channel=experiment.view_channel(cfg.channel))) for p in
          top.merge(table, on=["machine", "name"])["path"]]
 titles = [f"{r.machine} {r.name} [{r.kind}] score {r.score:.2f}" for r in top.itertuples()]
 plots.localisation_maps(specs, maps, titles, path=out / "localisation_top.png");

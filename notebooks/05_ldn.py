@@ -78,7 +78,7 @@ else:
 # K = 16 (the report's reference value) and with K capped by the target bank's size.
 
 # %%
-rho = ldn.domain_density_table(store, table, cfg.channel)
+rho = ldn.domain_density_table(store, table, experiment.view_channel(cfg.channel))
 print(rho.round(4).to_string())
 
 # %% [markdown]

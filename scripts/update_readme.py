@@ -1,8 +1,9 @@
 """Write the README's result tables from the committed runs, or check that they agree.
 
 The README holds blocks between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``;
-each is rendered here from the files of ``results/demo`` (the embedded default run) and
-``results/heldout/summary.csv`` (``benchmarks/heldout.py``), so no number in the README is
+each is rendered here from the files of ``results/demo`` (the embedded default run),
+``results/demo-eval`` (its evaluation split) and ``results/heldout/summary.csv``
+(``benchmarks/heldout.py``), so no number in the README is
 typed by hand. ``tests/test_project.py`` fails when the README and the results disagree.
 
     .venv/bin/python scripts/update_readme.py           # rewrite the blocks
@@ -21,6 +22,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DEMO = ROOT / "results" / "demo"
+DEMO_EVAL = ROOT / "results" / "demo-eval"
 HELDOUT = ROOT / "results" / "heldout" / "summary.csv"
 SYSTEMS = ["System 1", "System 2", "System 3", "System 4"]
 FLOORS = ["log-mel clip kNN", "log-mel frame kNN"]
@@ -60,6 +62,17 @@ def demo_kinds() -> str:
     return _md(frame)
 
 
+def demo_eval() -> str:
+    """Overall rows of the synthetic evaluation split (weights frozen on the demo run),
+    scored with the generator's ground truth (``benchmarks/eval_split.py``)."""
+    table = pd.read_csv(DEMO_EVAL / "07_results" / "eval_ground_truth_table.csv")
+    overall = table[table["machine"] == "Overall"].set_index("metric")
+    frame = overall[[c for c in SYSTEMS if c in overall]].T
+    frame.index.name = "evaluation split, Overall (%)"
+    frame = frame.rename(columns={"hmean": "official score"})
+    return _md(frame[["AUC_s", "AUC_t", "pAUC", "official score"]], 2)
+
+
 def heldout() -> str:
     """Mean over the held-out datasets: both floors, every system, every branch."""
     table = pd.read_csv(HELDOUT)
@@ -72,16 +85,44 @@ def heldout() -> str:
     return _md(frame)
 
 
-BLOCKS = {"demo-overall": demo_overall, "demo-kinds": demo_kinds, "heldout": heldout}
+def heldout_standing() -> str:
+    """What the held-out table says, in sentences computed from it: each system against
+    the frame floor per dataset, the transients, and branches at or below chance."""
+    table = pd.read_csv(HELDOUT)
+    per = table[table["dataset"] != "mean"].pivot_table(index="name", columns="dataset",
+                                                        values="official", sort=False)
+    mean = table[table["dataset"] == "mean"].set_index("name")
+    frame_floor = FLOORS[1]
+    lines = []
+    for system in SYSTEMS:
+        margin = per.loc[system] - per.loc[frame_floor]
+        lines.append(f"- {system}: {mean.loc[system, 'official']:.1f} official, "
+                     f"{'above' if margin.mean() > 0 else 'below'} the frame floor by "
+                     f"{abs(margin.mean()):.1f} points on average, above it on "
+                     f"{int((margin > 0).sum())} of {len(margin)} datasets "
+                     f"(LOMO: {mean.loc[f'{system} (LOMO)', 'official']:.1f}); transients "
+                     f"{mean.loc[system, 'transient']:.1f} against the frame floor's "
+                     f"{mean.loc[frame_floor, 'transient']:.1f}.")
+    chance = [f"{name} ({kind} {mean.loc[name, kind]:.1f})" for name in mean.index
+              for kind in KINDS if mean.loc[name, kind] <= 52.0 and "LOMO" not in name]
+    lines.append("- At chance (AUC <= 52) on a fault kind: "
+                 + (", ".join(chance) if chance else "no branch or system") + ".")
+    return "\n".join(lines)
+
+
+BLOCKS = {"demo-overall": demo_overall, "demo-kinds": demo_kinds, "demo-eval": demo_eval,
+          "heldout": heldout,
+          "heldout-standing": heldout_standing}
 
 
 def render(text: str) -> str:
     """``text`` with every results block rewritten."""
     for name, make in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- results:{name} -->\n)(?:.*?\n)?(<!-- /results:{name} -->)",
+                             re.DOTALL)
         if not pattern.search(text):
             raise ValueError(f"README has no block {name!r}")
-        text = pattern.sub(lambda m: m.group(1) + make() + m.group(2), text)
+        text = pattern.sub(lambda m, make=make: f"{m.group(1)}{make()}\n{m.group(2)}", text)
     return text
 
 

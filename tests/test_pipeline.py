@@ -236,3 +236,28 @@ def test_evaluation_split_runs_to_valid_submission_files(tiny_eval_run):
     # the generator's ground truth (never read by the pipeline) scores the submission
     scored = metrics.evaluate_submission(folders[0], root / synth.GROUND_TRUTH_DIR)
     assert 0.0 < scored.loc["Overall", "hmean"] <= 1.0
+
+
+def test_both_microphones_run_through_fusion(tiny_run):
+    """--channel both: adaptation on both microphones, both stored, every branch and floor
+    scored per microphone and combined, the systems fused from the combined scores."""
+    from asdlib import fusion, scoring
+
+    near_dir, _ = tiny_run
+    config = RunConfig(run=RUN + "-both", preset="tiny", channel="both")
+    run_dir = pipeline.run_pipeline(config, RESULTS, steps=STEPS[:STEPS.index("06_fusion") + 1],
+                                    log=lambda line: None)
+    run, near_run = experiment.Run.open(run_dir), experiment.Run.open(near_dir)
+    assert run.config.channel == "both" and experiment.adapt_config(run.config).channel == "both"
+    stores = list((run_dir / "work" / "features").glob("*/*/*/far"))
+    assert stores, "the far microphone's features were not stored"
+    both, near = scoring.load_scores(run), scoring.load_scores(near_run)
+    assert set(both["branch"]) == set(near["branch"])
+    key = ["machine", "name", "branch", "is_self"]
+    joined = both.merge(near, on=key, suffixes=("_both", "_near"))
+    assert len(joined) == len(both) == len(near)
+    assert not (joined["score_both"] - joined["score_near"]).abs().lt(1e-9).all()
+    fused = pd.read_csv(run_dir / "06_fusion" / "fused_scores.csv", dtype={"name": str})
+    for _, rows in fused.groupby(["system", "selection"]):
+        assert 0.0 < fusion.official_of(rows) <= 1.0
+    assert list((run_dir / "04_patch" / "maps").glob("*.npz"))

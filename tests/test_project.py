@@ -126,3 +126,40 @@ def test_no_private_name_is_used_outside_its_module():
                     and node.value.id in modules):
                 offenders.append(f"{path.name}: {node.value.id}.{node.attr}")
     assert not offenders, offenders
+
+
+def _update_readme():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("update_readme",
+                                                  ROOT / "scripts" / "update_readme.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_numbers_are_those_of_the_committed_results():
+    """Every number in the README's result blocks is rendered from results/demo and
+    results/heldout; a results change without `scripts/update_readme.py` fails here."""
+    update_readme = _update_readme()
+    text = (ROOT / "README.md").read_text()
+    assert update_readme.render(text) == text, "run .venv/bin/python scripts/update_readme.py"
+    for name in update_readme.BLOCKS:
+        block = text.split(f"<!-- results:{name} -->")[1].split(f"<!-- /results:{name} -->")[0]
+        assert re.search(r"\d+\.\d", block), f"README block {name} is empty"
+
+
+def test_readme_check_catches_a_stale_number(tmp_path, monkeypatch):
+    update_readme = _update_readme()
+    text = (ROOT / "README.md").read_text()
+    rendered = update_readme.render(text)
+    stale = re.sub(r"(<!-- results:heldout -->.*?)(\d+)\.(\d)",
+                   lambda m: f"{m.group(1)}{int(m.group(2)) + 1}.{m.group(3)}",
+                   rendered, count=1, flags=re.DOTALL)
+    assert stale != rendered
+    readme = tmp_path / "README.md"
+    readme.write_text(stale)
+    monkeypatch.setattr(update_readme, "README", readme)
+    assert update_readme.main(["--check"]) == 1
+    assert update_readme.main([]) == 0 and update_readme.main(["--check"]) == 0
+    assert readme.read_text() == rendered

@@ -121,7 +121,7 @@ class AdaptConfig:
     zero_mean_patches: keep every patch-embedding filter zero-mean (projected after each
     step), so tokens describe the shape of a patch rather than its level.
     crop_seconds: random crop of each clip per step (None: whole clips).
-    channel: "near" | "far" | "both" (both channels as separate examples).
+    channel: "near" | "far" | "residual" | "both" (near and far as separate examples).
     device: "auto" (CUDA when present) | "cpu" | "cuda[:i]". num_threads: CPU threads
     during the run (None: leave torch's setting). amp: bfloat16 autocast on CUDA (never on
     the CPU, where bfloat16 kernels are slower or, for some shapes, wrong).
@@ -239,7 +239,8 @@ def load_training_waves(rows: pd.DataFrame, channel: str = "near"
                         ) -> tuple[list[np.ndarray], np.ndarray]:
     """Load clips once into memory -> (waves: list of (N_i,) float32, row (M,) of each wave).
 
-    With channel "both" every clip gives two examples (near, far), rows repeat.
+    With channel "both" every stereo clip gives two examples (near, far), rows repeat; a
+    mono clip (2023-2025 data) gives its one microphone.
     """
     from asdlib.audio import load_channels, load_clip
 
@@ -247,8 +248,7 @@ def load_training_waves(rows: pd.DataFrame, channel: str = "near"
     for i, path in enumerate(rows["path"]):
         if channel == "both":
             wave, sr = load_channels(path)
-            if len(wave) < 2:
-                raise ValueError(f"{path}: channel 'both' needs stereo clips (near, far)")
+            wave = wave[:2]
         else:
             wave, sr = load_clip(path, channel=channel)
             wave = wave[None]
