@@ -249,6 +249,12 @@ def prepare(config: RunConfig, run_dir: Path, log=print) -> str:
         "the last scan)")
     for notice in notices:
         log(f"notice: {notice}")
+    mono = manifest.loc[manifest["channels"].fillna(2).astype(int) < 2, "path"]
+    if config.channel != "near" and len(mono):
+        raise ConfigProblems(
+            f"--channel {config.channel} needs the far-field microphone, but {len(mono)} of "
+            f"{len(manifest)} clips are mono (first: {mono.iloc[0]}); DCASE 2023-2025 data "
+            "has the near-field channel only: use --channel near")
     atomic.write_text(run_dir / "config.json", config.to_json())
     return data_key
 
