@@ -223,6 +223,32 @@ def _execute(src: Path, out: Path, nb_dir: Path, params: dict, kernel_name: str 
                 run_sync(km.shutdown_kernel)(now=True)
 
 
+def relative_paths(notebook: Path, step: str) -> None:
+    """Rewrite an executed notebook so that it names no folder of this machine: papermill's
+    input and output paths become the step's reviewed source and the run-relative output,
+    and the project root is cut from every text output (committed runs stay portable)."""
+    nb = json.loads(notebook.read_text())
+    meta = nb.get("metadata", {}).get("papermill")
+    if meta is not None:
+        meta["input_path"] = f"notebooks/{step}.py"
+        meta["output_path"] = f"notebooks/{step}.ipynb"
+    root = f"{PROJECT_ROOT}/"
+
+    def cut(value):
+        if isinstance(value, list):
+            return [cut(v) for v in value]
+        return value.replace(root, "") if isinstance(value, str) else value
+
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = cut(output["text"])
+            for mime in ("text/plain", "text/html", "text/markdown"):
+                if mime in output.get("data", {}):
+                    output["data"][mime] = cut(output["data"][mime])
+    atomic.write_text(notebook, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
 def _interrupt_handler(signum, frame):
     raise Interrupted()
 
@@ -331,6 +357,7 @@ def _run_steps(config: RunConfig, run_dir: Path, selected, force: bool,
                              f"{_cell_of_error(out)}; executed notebook: {out}") from exc
         finally:
             src.unlink(missing_ok=True)
+        relative_paths(out, step)
         for notice in _notices(out):
             log(f"  notice: {notice}")
         for record, path in ((state, state_path), (local, local_path)):

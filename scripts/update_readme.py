@@ -24,9 +24,13 @@ README = ROOT / "README.md"
 DEMO = ROOT / "results" / "demo"
 DEMO_EVAL = ROOT / "results" / "demo-eval"
 HELDOUT = ROOT / "results" / "heldout" / "summary.csv"
+CHANNEL_MODES = ROOT / "results" / "channel_modes" / "summary.csv"
 SYSTEMS = ["System 1", "System 2", "System 3", "System 4"]
 FLOORS = ["log-mel clip kNN", "log-mel frame kNN"]
 KINDS = ["transient", "narrowband", "broad"]
+#: Rows of the README's held-out table (results/heldout/summary.md has every branch).
+HELDOUT_ROWS = FLOORS + SYSTEMS + ["System 3 (LOMO)", "fine_selective", "fine_broad",
+                                   "adabeam", "band_knn", "utt_knn"]
 
 
 def _md(frame: pd.DataFrame, digits: int = 1) -> str:
@@ -74,9 +78,10 @@ def demo_eval() -> str:
 
 
 def heldout() -> str:
-    """Mean over the held-out datasets: both floors, every system, every branch."""
+    """Mean over the held-out datasets: both floors, the systems, the main branches."""
     table = pd.read_csv(HELDOUT)
     mean = table[table["dataset"] == "mean"].set_index("name")
+    mean = mean.loc[[n for n in HELDOUT_ROWS if n in mean.index]]
     frame = mean[["official", "AUC_s", "AUC_t", "pAUC"] + KINDS]
     frame.index.name = "held-out mean (%)"
     per = table[table["dataset"] != "mean"].pivot_table(index="name", columns="dataset",
@@ -110,9 +115,26 @@ def heldout_standing() -> str:
     return "\n".join(lines)
 
 
+def channel_modes() -> str:
+    """Official score and transient AUC per channel mode, on the tuning data and held out
+    (``benchmarks/channel_modes.py``)."""
+    table = pd.read_csv(CHANNEL_MODES)
+    rows = [n for n in ("log-mel frame kNN", "System 1", "System 3", "System 4") if n in
+            set(table["name"])]
+    table = table[table["name"].isin(rows)]
+    frame = table.pivot_table(index="name", columns=["dataset", "channel"], values="official",
+                              sort=False)
+    channels = list(dict.fromkeys(table["channel"]))
+    frame = frame.reindex(columns=[(d, c) for d in dict.fromkeys(table["dataset"])
+                                   for c in channels])
+    frame.columns = [f"{d} {c}" for d, c in frame.columns]
+    frame.index.name = "official (%)"
+    return _md(frame.loc[rows])
+
+
 BLOCKS = {"demo-overall": demo_overall, "demo-kinds": demo_kinds, "demo-eval": demo_eval,
           "heldout": heldout,
-          "heldout-standing": heldout_standing}
+          "heldout-standing": heldout_standing, "channel-modes": channel_modes}
 
 
 def render(text: str) -> str:

@@ -284,3 +284,13 @@ def test_mono_2025_set_runs_and_refuses_the_far_channel(tmp_path):
     assert set(table["machine"]) == {"ToyTrain", "bearing", "Overall"}
     official = table[(table["machine"] == "Overall") & (table["metric"] == "hmean")]
     assert 0 < float(official["System 3"].iloc[0]) <= 100
+
+
+def test_executed_notebooks_name_no_folder_of_this_machine(tiny_run):
+    run_dir, _ = tiny_run
+    for notebook in sorted((run_dir / "notebooks").glob("*.ipynb")):
+        text = notebook.read_text()
+        assert str(PROJECT_ROOT) not in text, notebook.name
+        meta = json.loads(text)["metadata"]["papermill"]
+        assert meta["output_path"] == f"notebooks/{notebook.name}"
+        assert meta["input_path"] == f"notebooks/{notebook.stem}.py"
