@@ -1,0 +1,111 @@
+"""Typed parameters of the scoring branches: every default defined once (`asdlib.branches`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from asdlib.knn import METRICS
+
+@dataclass(frozen=True)
+class KnnParams:
+    """Parameters of the clip-level branches (utt_knn, asp_knn, band_knn, beam_mean, beam_max).
+
+    domain: "union" | "separate" (module docstring). metric: "cosine" | "euclidean".
+    ldn / k_ldn / eps / k_candidates: local-density normalisation (`asdlib.ldn`); K capped
+    by the smallest domain. batch_size / backend ("faiss" | "torch") / device: the search.
+    """
+
+    domain: str = "union"
+    metric: str = "cosine"
+    ldn: bool = False
+    k_ldn: int = 16
+    eps: float = 1e-3
+    k_candidates: int | None = None
+    batch_size: int = 8192
+    backend: str = "faiss"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.domain not in ("union", "separate"):
+            raise ValueError(f"domain must be 'union' or 'separate', got {self.domain!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
+        if self.backend not in ("faiss", "torch"):
+            raise ValueError(f"backend must be 'faiss' or 'torch', got {self.backend!r}")
+        if self.k_ldn < 1 or (self.k_candidates is not None and self.k_candidates < 1):
+            raise ValueError("k_ldn and k_candidates must be >= 1")
+
+    def search(self) -> dict:
+        """The keyword arguments of `asdlib.knn` searches."""
+        return dict(batch_size=self.batch_size, backend=self.backend, device=self.device,
+                    metric=self.metric)
+
+
+@dataclass(frozen=True)
+class MultiViewParams(KnnParams):
+    """adabeam / subband3: `KnnParams` and how the calibrated streams combine ("mean" | "max")."""
+
+    combine: str = "mean"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.combine not in ("mean", "max"):
+            raise ValueError(f"combine must be 'mean' or 'max', got {self.combine!r}")
+
+
+@dataclass(frozen=True)
+class FineParams(KnnParams):
+    """The fine-grained scorer (`FinePatchScorer`): `KnnParams` with the fine defaults
+    (Euclidean, LDN on, k' = 32 candidates) and the bank options: ``coreset`` (fraction of
+    the source tokens kept per band by greedy k-centre on a ``coreset_proj``-dim random
+    projection, ``seed``) and ``n_self`` (clips that get self maps when those need their own
+    search; None = all)."""
+
+    metric: str = "euclidean"
+    ldn: bool = True
+    k_candidates: int | None = 32
+    coreset: float | None = None
+    coreset_proj: int | None = 64
+    seed: int = 0
+    n_self: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.coreset is not None and not 0 < self.coreset <= 1:
+            raise ValueError(f"coreset must be a fraction in (0, 1] or None, got {self.coreset}")
+        if self.n_self is not None and self.n_self < 2:
+            raise ValueError("n_self must be >= 2 or None")
+
+    def scorer(self) -> "FineParams":
+        """Only the fields that change the token maps (two aggregations share a scorer)."""
+        return FineParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(FineParams)})
+
+
+@dataclass(frozen=True)
+class FineBroadParams(FineParams):
+    """fine_broad: `FineParams` and ``q``, the top percentage of tokens averaged (100: all).
+    q = 10 was chosen on the tuning data (demo seed 0; docs/EXPERIMENTS.md)."""
+
+    q: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.q <= 100:
+            raise ValueError(f"q must be in (0, 100], got {self.q}")
+
+
+@dataclass(frozen=True)
+class FineSelectiveParams(FineParams):
+    """fine_selective: `FineParams` and the aggregation: "band_max" (max over time in each
+    band, mean over bands) or "topk" (mean of the ``topk`` largest tokens)."""
+
+    mode: str = "band_max"
+    topk: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in ("band_max", "topk"):
+            raise ValueError(f"mode must be 'band_max' or 'topk', got {self.mode!r}")
+        if self.topk < 1:
+            raise ValueError("topk must be >= 1")

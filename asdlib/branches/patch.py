@@ -1,0 +1,265 @@
+"""Token-level branches: every token against the same band's tokens of the bank, LDN,
+localisation maps, and their aggregations to a clip score (`asdlib.branches`)."""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections import OrderedDict
+
+import numpy as np
+
+from asdlib.branches.base import Branch
+from asdlib.branches.params import FineBroadParams, FineParams, FineSelectiveParams
+from asdlib.features import ClipFeatures
+from asdlib.knn import as_float32, greedy_coreset, knn_search, knn_self
+from asdlib.ldn import capped_k, density_from_distances, ldn_from_candidates, ldn_scores
+
+
+def _fingerprint(f: ClipFeatures) -> str:
+    """Content hash of a ClipFeatures (shape, names, domains, n_time, a strided token sample)."""
+    h = hashlib.sha1()
+    tok = f.tokens
+    h.update(f"{tok.shape}{tok.dtype}".encode())
+    h.update(np.ascontiguousarray(np.asarray(f.n_time, dtype=np.int64)).tobytes())
+    h.update("\x00".join(map(str, f.names)).encode())
+    h.update("\x00".join(map(str, f.domain)).encode())
+    if tok.size:
+        st = max(1, tok.shape[1] // 8)
+        sd = max(1, tok.shape[3] // 64)
+        h.update(np.ascontiguousarray(tok[:, ::st, :, ::sd]).tobytes())
+    return h.hexdigest()
+
+
+_SCORERS: "weakref.WeakValueDictionary[tuple, FinePatchScorer]" = weakref.WeakValueDictionary()
+
+
+class FinePatchScorer:
+    """Token-level LDN scoring against per-band patch banks (fine-grained branches).
+
+    For band b the bank is every valid token of band b of every bank clip (any time);
+    a test token of band b is scored ``min_j d(x, r_j) / (eps + rho_j)`` over its
+    ``k_candidates`` nearest bank tokens of band b (``None``: over all of them), with
+    ``rho_j`` the mean distance of r_j to its K nearest bank tokens of other clips (K =
+    ``k_ldn``, capped by the smallest domain's token count). ``ldn=False`` scores the raw
+    nearest distance instead. ``metric``: cosine on L2-normalised tokens, or Euclidean on
+    the tokens as stored.
+
+    Self maps (leave-one-out): each bank clip's tokens against the bank tokens of the other
+    clips, ``rho`` as on the full bank. Without coreset and with k' candidates they come
+    for free: the density search (every bank token vs the bank, own clip excluded) keeps
+    ``max(K, k')`` neighbours, which are exactly the self-score candidates. Otherwise
+    (coreset, or exact LDN) a separate search runs for the tokens of ``n_self`` seeded
+    bank clips (None = all); the other clips' self maps stay NaN.
+
+    coreset: fraction of the SOURCE tokens of each band kept by greedy k-centre (target
+    tokens are all kept); ``coreset_proj`` is the random-projection dim of the greedy loop.
+    """
+
+    def __init__(self, params: FineParams | None = None):
+        self.p = (params or FineParams()).scorer()
+        self._maps_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def _tokens_of(self, tokens: np.ndarray) -> np.ndarray:
+        """(N, D) float32 search vectors: L2-normalised for cosine, as stored for Euclidean."""
+        return as_float32(tokens, normalize=self.p.metric == "cosine")
+
+    # -- fitting
+    def fit(self, bank: ClipFeatures) -> "FinePatchScorer":
+        """Build per-band banks, densities and self maps (N, T', 8) from ``bank``."""
+        p, kw = self.p, self.p.search()
+        n, t, nb, _ = bank.tokens.shape
+        self._tokens = bank.tokens                       # reference, no copy
+        clip_of, t_of = np.nonzero(bank.valid_time())  # valid tokens, clip-major
+        self._clip_of, self._t_of = clip_of, t_of
+        domains = np.asarray(bank.domain)[clip_of]
+        is_src = domains == "source"
+        self.k = capped_k(p.k_ldn, domains)
+        reuse = p.coreset is None and p.k_candidates is not None
+        if reuse or p.n_self is None or p.n_self >= n:
+            self_clips = np.arange(n)
+        else:
+            self_clips = np.sort(np.random.default_rng(p.seed).choice(n, p.n_self, replace=False))
+        self.self_clips = self_clips
+        self.self_maps = np.full((n, t, nb), np.nan, dtype=np.float32)
+        self.keep, self.rho = self._coreset(is_src, nb), []
+        for b in range(nb):
+            x = self._tokens_of(self._tokens[clip_of, t_of, b])            # (Nv, D)
+            keep = self.keep[b]
+            xb, gb = x[keep], clip_of[keep]
+            kk = (max(self.k, p.k_candidates) if p.ldn else 1) if reuse else (
+                self.k if p.ldn else 0)
+            rho = None
+            if kk:
+                dist, idx = knn_self(xb, kk, gb, normalize=False, **kw)
+                if p.ldn:
+                    rho = density_from_distances(dist, self.k)
+            if reuse:   # keep == all valid tokens
+                if p.ldn:
+                    vals, _ = ldn_from_candidates(dist[:, :p.k_candidates],
+                                                  idx[:, :p.k_candidates], rho, p.eps)
+                else:
+                    vals = dist[:, 0]
+                self.self_maps[clip_of, t_of, b] = vals
+            else:
+                rows = np.flatnonzero(np.isin(clip_of, self_clips))
+                vals = self._match(x[rows], xb, rho, gb, clip_of[rows])
+                self.self_maps[clip_of[rows], t_of[rows], b] = vals
+            del x
+            self.rho.append(rho)
+        self.n_bank_tokens = [len(k) for k in self.keep]
+        return self
+
+    def _coreset(self, is_src: np.ndarray, n_bands: int) -> list[np.ndarray]:
+        """Per band, the kept positions of the valid-token list: a greedy k-centre coreset of
+        the source tokens plus every target token (all tokens without ``coreset``).
+
+        The greedy loop is single-threaded and memory-bound, so two bands run at a time
+        (threads; numpy releases the GIL) with single-threaded BLAS.
+        """
+        p = self.p
+        everything = np.arange(len(is_src))
+        if p.coreset is None or not is_src.any():
+            return [everything] * n_bands
+        src, tgt = np.flatnonzero(is_src), np.flatnonzero(~is_src)
+
+        def one(b: int) -> np.ndarray:
+            x = self._tokens_of(self._tokens[self._clip_of[src], self._t_of[src], b])
+            pick = greedy_coreset(x, ratio=p.coreset, seed=p.seed + b,
+                                  proj_dim=p.coreset_proj, device=p.device, normalize=False)
+            return np.sort(np.concatenate([src[pick], tgt]))
+
+        if p.device != "cpu":
+            return [one(b) for b in range(n_bands)]
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(2) as pool:
+            return list(pool.map(one, range(n_bands)))
+
+    def _match(self, q: np.ndarray, xb: np.ndarray, rho: np.ndarray | None,
+               bank_groups: np.ndarray | None, query_groups: np.ndarray | None) -> np.ndarray:
+        """(Mq, D) search vectors vs band bank (Nb, D) -> (Mq,) calibrated distances."""
+        p = self.p
+        if p.ldn:
+            s, _ = ldn_scores(q, xb, rho, p.eps, p.k_candidates, bank_groups, query_groups,
+                              normalize=False, **p.search())
+            return s
+        dist, _ = knn_search(q, xb, 1, bank_groups, query_groups, normalize=False, **p.search())
+        return dist[:, 0]
+
+    # -- scoring
+    def maps(self, feats: ClipFeatures) -> np.ndarray:
+        """(M, T', 8) calibrated distance of every valid test token (NaN when padded).
+
+        The last two results are cached by content, so branches sharing this scorer
+        score a test set once.
+        """
+        key = _fingerprint(feats)
+        if key in self._maps_cache:
+            self._maps_cache.move_to_end(key)
+            return self._maps_cache[key].copy()
+        m, t, nb, _ = feats.tokens.shape
+        out = np.full((m, t, nb), np.nan, dtype=np.float32)
+        q_clip, q_t = np.nonzero(feats.valid_time())
+        for b in range(nb):
+            keep = self.keep[b]
+            xb = self._tokens_of(self._tokens[self._clip_of[keep], self._t_of[keep], b])
+            q = self._tokens_of(feats.tokens[q_clip, q_t, b])
+            out[q_clip, q_t, b] = self._match(q, xb, self.rho[b], None, None)
+            del xb, q
+        self._maps_cache[key] = out
+        while len(self._maps_cache) > 2:
+            self._maps_cache.popitem(last=False)
+        return out.copy()
+
+
+def _shared_scorer(bank: ClipFeatures, p: FineParams) -> FinePatchScorer:
+    """The fitted FinePatchScorer for (bank content, scorer settings), built once while in use."""
+    settings = p.scorer()
+    key = (_fingerprint(bank), settings)
+    scorer = _SCORERS.get(key)
+    if scorer is None:
+        scorer = FinePatchScorer(settings).fit(bank)
+        _SCORERS[key] = scorer
+    return scorer
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def aggregate_top_fraction(maps: np.ndarray, q: float) -> np.ndarray:
+    """(M, T', 8) -> (M,): mean of the top ``q`` % valid (non-NaN) tokens of each map
+    (at least one token; q = 100 is the mean of all). NaN when a map has none."""
+    flat = maps.reshape(len(maps), -1)
+    count = np.isfinite(flat).sum(1)
+    vals = -np.sort(-np.where(np.isfinite(flat), flat, -np.inf), axis=1)   # descending
+    take = np.clip(np.ceil(count * q / 100.0).astype(int), 1, None)
+    csum = np.cumsum(np.where(np.isfinite(vals), vals, 0.0), axis=1, dtype=np.float64)
+    rows = np.arange(len(flat))
+    out = csum[rows, np.minimum(take, flat.shape[1]) - 1] / take
+    return np.where(count > 0, out, np.nan).astype(np.float32)
+
+
+def aggregate_band_max(maps: np.ndarray) -> np.ndarray:
+    """(M, T', 8) -> (M,): max over valid time within each band, mean over bands."""
+    filled = np.where(np.isfinite(maps), maps, -np.inf).max(1)              # (M, 8)
+    out = np.where(np.isfinite(filled), filled, np.nan).mean(1)
+    return out.astype(np.float32)
+
+
+def aggregate_topk(maps: np.ndarray, k: int) -> np.ndarray:
+    """(M, T', 8) -> (M,): mean of the ``k`` largest valid token values (fewer if fewer)."""
+    flat = maps.reshape(len(maps), -1)
+    count = np.isfinite(flat).sum(1)
+    vals = -np.sort(-np.where(np.isfinite(flat), flat, -np.inf), axis=1)[:, :k]
+    take = np.minimum(count, k)
+    s = np.where(np.isfinite(vals), vals, 0.0).sum(1, dtype=np.float64)
+    return np.where(take > 0, s / np.maximum(take, 1), np.nan).astype(np.float32)
+
+
+class FineBranch(Branch):
+    """Fine-grained localized scoring (token vs same-band patch bank); maps kept."""
+
+    Params = FineParams
+
+    def _aggregate(self, maps: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _fit_core(self, bank):
+        return _shared_scorer(bank, self.config)
+
+    def _core_score(self, scorer, feats):
+        maps = scorer.maps(feats)
+        return self._aggregate(maps), maps
+
+    def _core_self(self, scorer):
+        return self._aggregate(scorer.self_maps)
+
+    @property
+    def scorer(self) -> FinePatchScorer:
+        """The FinePatchScorer of the (union) bank, for inspection (rho, self maps)."""
+        if self._parts is None:
+            raise RuntimeError("call fit(bank) first")
+        return self._parts[0].core
+
+
+class FineBroad(FineBranch):
+    """fine_broad: mean of the top ``q`` % calibrated token distances (q = 100: all)."""
+    name = "fine_broad"
+    Params = FineBroadParams
+
+    def _aggregate(self, maps):
+        return aggregate_top_fraction(maps, self.config.q)
+
+
+class FineSelective(FineBranch):
+    """fine_selective: max over time per band then mean over bands (mode="band_max"), or
+    the mean of the ``topk`` largest token distances (mode="topk")."""
+    name = "fine_selective"
+    Params = FineSelectiveParams
+
+    def _aggregate(self, maps):
+        if self.config.mode == "band_max":
+            return aggregate_band_max(maps)
+        return aggregate_topk(maps, self.config.topk)
