@@ -29,3 +29,24 @@ def test_gpu_check_runs_every_part_on_the_cpu(tmp_path):
     assert max(parity["device_bf16_vs_fp32"].values()) < 0.02
     assert max(parts["branch_parity"]["result"].values()) == 0.0
     assert parts["demo_end_to_end"]["result"]["clips"] == 7 * 32
+
+
+def test_dcase_rehearsal_runs_every_step_at_a_small_size(tmp_path):
+    """The rehearsal's quick form (tiny preset, tiny encoder): every step reports its wall
+    time and peak memory, every branch its official score, and the search_dim run its
+    deviation from the exact search."""
+    rehearsal = _load("dcase_rehearsal")
+    out = tmp_path / "out"
+    rehearsal.main(["--work", str(tmp_path / "w"), "--preset", "tiny", "--config", "tiny",
+                    "--out", str(out)])
+    result = json.loads((out / "rehearsal.json").read_text())
+    steps = result["steps"]
+    assert list(steps) == ["data", "extract", "subband", "patch", "patch_dim64", "ldn"]
+    assert all(s["wall_s"] >= 0 and s["peak_rss_gib"] > 0 for s in steps.values())
+    wavs = list((tmp_path / "w" / "data").rglob("*.wav"))
+    assert steps["extract"]["clips"] == len(wavs) > 0 and steps["extract"]["size_mib"] > 0
+    assert set(steps["patch"]["official"]) == {"fine_broad", "fine_selective"}
+    assert all(0 <= v <= 100 for s in ("subband", "patch", "ldn")
+               for v in steps[s]["official"].values())
+    assert result["bounded_vs_exact"]["max relative clip-score difference"] < 0.05
+    assert "| patch_dim64 |" in (out / "rehearsal.md").read_text()

@@ -10,7 +10,9 @@ LoRA are in `asdlib.adaptation.lora`.
 `adapt` trains with AdamW, linear warm-up + cosine decay, shuffled batches that mix
 machines, optional SpecAugment (time/frequency masks on the normalised fbank, applied by a
 forward pre-hook on ``patch_embedding``) and input mixup. A batch longer than
-``max_batch_seconds`` of padded audio runs as micro-batches whose gradients add up. Every
+``max_batch_seconds`` of padded audio runs as micro-batches whose gradients add up; under
+torchrun each process computes a share of every batch and the gradients are summed over the
+processes (`asdlib.distributed`), rank 0 writing the checkpoints. Every
 epoch ends with an atomic checkpoint ``state.pt``; a run that stops is resumed from its
 last finished epoch and ends with exactly the weights of an uninterrupted run (on CPU).
 The result is the encoder in the official BEATs format (``encoder.pt``, via
@@ -43,7 +45,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from asdlib import atomic
+from asdlib import atomic, distributed
 from asdlib.adaptation.heads import save_heads
 from asdlib.adaptation.losses import Batch, TrainingHeads, loss_terms, proxy_accuracy, total_loss
 from asdlib.adaptation.lora import MODES, merge_lora, set_trainable
@@ -438,6 +440,8 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
     state_path = out_dir / STATE_FILE
     terms = loss_terms(cfg)
+    rank, n_procs = distributed.world()
+    progress = progress and rank == 0
 
     with _threads(cfg.num_threads), torch.random.fork_rng(devices=cuda_devices), \
             _training_overrides(model, cfg.keep_layer_grad_decay):
@@ -447,6 +451,7 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
         set_trainable(model, cfg.mode, cfg.last_n, cfg.lora_rank, cfg.lora_alpha)
         model.to(device)
         heads.to(device)
+        distributed.broadcast_parameters(model, heads)
         enc_named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
         groups = _param_groups(enc_named, cfg.lr, cfg.weight_decay) + _param_groups(
             list(heads.named_parameters()), cfg.lr * cfg.head_lr_mult, cfg.weight_decay)
@@ -477,7 +482,10 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
         try:
             for epoch in range(start, cfg.epochs):
                 rng = seed_epoch(cfg.seed, epoch)
-                masker.rng = rng
+                # every process must draw the same batches and mixups from rng; the masks
+                # of each process's share come from a stream of its own
+                mask_rng = rng if n_procs == 1 else np.random.default_rng([cfg.seed, epoch, rank])
+                masker.rng = mask_rng
                 model.train()
                 heads.train()
                 t0 = time.perf_counter()
@@ -501,7 +509,10 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
                     optimizer.zero_grad(set_to_none=True)
                     loss, c1, c2 = 0.0, 0, 0
                     lengths = (~pad).sum(1).numpy()
-                    chunks = micro_batches(lengths, cfg.max_batch_seconds * SAMPLE_RATE)
+                    share = np.arange(rank, len(idx), n_procs)   # this process's examples
+                    chunks = [share[c] for c in
+                              micro_batches(lengths[share], cfg.max_batch_seconds * SAMPLE_RATE)
+                              if len(c)]
                     for rows_c in chunks:
                         keep = torch.from_numpy(rows_c)
                         n_keep = int(lengths[rows_c].max())
@@ -510,16 +521,18 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
                                             layers=(cfg.layer,), dtype=dtype)
                         grid = out.grid(cfg.layer)
                         if cfg.specaugment and hook is None:
-                            grid = mask_grid(grid, cfg, rng)
+                            grid = mask_grid(grid, cfg, mask_rng)
                         batch = Batch(model, heads, w, out.fbank, grid, out.time_valid,
                                       y[keep.to(device)], y2[keep.to(device)], lam)
                         part = total_loss(terms, batch)
-                        if len(chunks) > 1:  # mean over the batch = size-weighted chunk means
+                        if len(rows_c) < len(idx):  # batch mean = size-weighted chunk means
                             part = part * (len(rows_c) / len(idx))
                         part.backward()
                         loss += float(part.detach())
                         a1, a2 = proxy_accuracy(batch)
                         c1, c2 = c1 + a1, c2 + a2
+                    distributed.sum_gradients(params)
+                    loss, c1, c2 = distributed.sum_numbers([loss, c1, c2])
                     if cfg.grad_clip:
                         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                     optimizer.step()
@@ -539,12 +552,14 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
                 report(f"adaptation: epoch {epoch + 1}/{cfg.epochs}, loss {history[-1]['loss']:.3f}, "
                        f"proxy accuracy {history[-1]['acc']:.2f}, {history[-1]['seconds']:.0f} s, "
                        f"about {left / 60:.1f} min left")
-                atomic.torch_save({"model": model.state_dict(), "heads": heads.state_dict(),
-                                   "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                                   "rng": _rng_states(), "history": history,
-                                   "config": cfg.fingerprint(), "classes": classes,
-                                   "n_examples": n}, state_path)
+                if rank == 0:
+                    atomic.torch_save({"model": model.state_dict(), "heads": heads.state_dict(),
+                                       "optimizer": optimizer.state_dict(),
+                                       "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                                       "rng": _rng_states(), "history": history,
+                                       "config": cfg.fingerprint(), "classes": classes,
+                                       "n_examples": n}, state_path)
+                distributed.barrier()
                 if callback is not None:
                     callback(epoch + 1, pd.DataFrame(history))
         finally:
@@ -557,12 +572,13 @@ def adapt(model: nn.Module, table: pd.DataFrame, cfg: AdaptConfig, out_dir: str 
         for p in model.parameters():
             p.requires_grad_(True)
 
-    save_beats(model, out_dir / ENCODER_FILE)  # atomic itself
-    save_heads(out_dir / HEADS_FILE, heads.asp, heads.band, cfg.layer, classes=classes,
-               adapt_config=asdict(cfg))
-    frame = pd.DataFrame(history, columns=["epoch", "loss", "acc", "band_acc", "lr", "seconds"])
-    atomic.write_text(out_dir / "history.json", json.dumps(history, indent=1))
-    return frame
+    if rank == 0:
+        save_beats(model, out_dir / ENCODER_FILE)  # atomic itself
+        save_heads(out_dir / HEADS_FILE, heads.asp, heads.band, cfg.layer, classes=classes,
+                   adapt_config=asdict(cfg))
+        atomic.write_text(out_dir / "history.json", json.dumps(history, indent=1))
+    distributed.barrier()
+    return pd.DataFrame(history, columns=["epoch", "loss", "acc", "band_acc", "lr", "seconds"])
 
 
 def _epoch_order(labels: np.ndarray, n_classes: int, balanced: bool,

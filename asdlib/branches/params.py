@@ -60,7 +60,13 @@ class FineParams(KnnParams):
     (Euclidean, LDN on, k' = 32 candidates) and the bank options: ``coreset`` (fraction of
     the source tokens kept per band by greedy k-centre on a ``coreset_proj``-dim random
     projection, ``seed``) and ``n_self`` (clips that get self maps when those need their own
-    search; None = all)."""
+    search; None = all).
+
+    ``search_dim`` (Euclidean only): None searches every token exactly (flat); an int
+    searches candidates in the top ``search_dim`` principal directions of each band bank
+    (plus the residual norm, a lower bound of the distance) and re-ranks the
+    ``search_candidates`` best by their exact distance (`asdlib.bounded_knn`, approximate:
+    its recall and score error are measured in benchmarks/dcase_rehearsal.py)."""
 
     metric: str = "euclidean"
     ldn: bool = True
@@ -69,9 +75,20 @@ class FineParams(KnnParams):
     coreset_proj: int | None = 64
     seed: int = 0
     n_self: int | None = None
+    search_dim: int | None = None
+    search_candidates: int = 128
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.search_dim is not None:
+            if self.metric != "euclidean":
+                raise ValueError("search_dim needs metric='euclidean' (the bound is Euclidean)")
+            if self.search_dim < 1:
+                raise ValueError(f"search_dim must be >= 1 or None, got {self.search_dim}")
+            if self.ldn and self.k_candidates is None:
+                raise ValueError("search_dim needs k_candidates (LDN over all tokens is exact)")
+            if self.search_candidates < max(self.k_ldn, self.k_candidates or 1):
+                raise ValueError("search_candidates must be >= k_ldn and k_candidates")
         if self.coreset is not None and not 0 < self.coreset <= 1:
             raise ValueError(f"coreset must be a fraction in (0, 1] or None, got {self.coreset}")
         if self.n_self is not None and self.n_self < 2:

@@ -4,11 +4,11 @@ localisation maps, and their aggregations to a clip score (`asdlib.branches`).""
 from __future__ import annotations
 
 import hashlib
-import weakref
 from collections import OrderedDict
 
 import numpy as np
 
+from asdlib.bounded_knn import BoundProjection, SearchStats, bounded_knn_search, bounded_knn_self
 from asdlib.branches.base import Branch
 from asdlib.branches.params import FineBroadParams, FineParams, FineSelectiveParams
 from asdlib.features import ClipFeatures
@@ -17,21 +17,25 @@ from asdlib.ldn import capped_k, density_from_distances, ldn_from_candidates, ld
 
 
 def _fingerprint(f: ClipFeatures) -> str:
-    """Content hash of a ClipFeatures (shape, names, domains, n_time, a strided token sample)."""
-    h = hashlib.sha1()
+    """Content hash of a ClipFeatures (tokens, n_time, names, domains): the key of the
+    fitted-scorer and maps caches, so a cache can never serve other features (about 1 s
+    per GB of tokens)."""
+    h = hashlib.blake2b(digest_size=20)
     tok = f.tokens
     h.update(f"{tok.shape}{tok.dtype}".encode())
     h.update(np.ascontiguousarray(np.asarray(f.n_time, dtype=np.int64)).tobytes())
     h.update("\x00".join(map(str, f.names)).encode())
     h.update("\x00".join(map(str, f.domain)).encode())
-    if tok.size:
-        st = max(1, tok.shape[1] // 8)
-        sd = max(1, tok.shape[3] // 64)
-        h.update(np.ascontiguousarray(tok[:, ::st, :, ::sd]).tobytes())
+    for i in range(len(tok)):       # one clip at a time: no copy of a memory-mapped store
+        h.update(np.ascontiguousarray(tok[i]).data)
     return h.hexdigest()
 
 
-_SCORERS: "weakref.WeakValueDictionary[tuple, FinePatchScorer]" = weakref.WeakValueDictionary()
+#: The last fitted scorers (strong references: the branches of one machine are built one
+#: after the other, so a weak reference died with the first branch and the second fitted
+#: again), keyed by bank content and scorer settings.
+_SCORERS: "OrderedDict[tuple, FinePatchScorer]" = OrderedDict()
+_SCORERS_KEPT = 2
 
 
 class FinePatchScorer:
@@ -83,17 +87,26 @@ class FinePatchScorer:
         self.self_clips = self_clips
         self.self_maps = np.full((n, t, nb), np.nan, dtype=np.float32)
         self.keep, self.rho = self._coreset(is_src, nb), []
+        self.projections: list[BoundProjection | None] = []
+        self.search_stats = SearchStats()
         for b in range(nb):
             x = self._tokens_of(self._tokens[clip_of, t_of, b])            # (Nv, D)
             keep = self.keep[b]
             xb, gb = x[keep], clip_of[keep]
+            proj = (BoundProjection(xb, p.search_dim, seed=p.seed + b)
+                    if p.search_dim is not None else None)
+            self.projections.append(proj)
             kk = (max(self.k, p.k_candidates) if p.ldn else 1) if reuse else (
                 self.k if p.ldn else 0)
             rho = None
-            if kk:
+            if kk and proj is not None:
+                dist, idx = bounded_knn_self(xb, kk, gb, projection=proj, fallback=False,
+                                             candidates=p.search_candidates,
+                                             stats=self.search_stats, **kw)
+            elif kk:
                 dist, idx = knn_self(xb, kk, gb, normalize=False, **kw)
-                if p.ldn:
-                    rho = density_from_distances(dist, self.k)
+            if kk and p.ldn:
+                rho = density_from_distances(dist, self.k)
             if reuse:   # keep == all valid tokens
                 if p.ldn:
                     vals, _ = ldn_from_candidates(dist[:, :p.k_candidates],
@@ -103,7 +116,7 @@ class FinePatchScorer:
                 self.self_maps[clip_of, t_of, b] = vals
             else:
                 rows = np.flatnonzero(np.isin(clip_of, self_clips))
-                vals = self._match(x[rows], xb, rho, gb, clip_of[rows])
+                vals = self._match(x[rows], xb, rho, gb, clip_of[rows], proj)
                 self.self_maps[clip_of[rows], t_of[rows], b] = vals
             del x
             self.rho.append(rho)
@@ -139,9 +152,17 @@ class FinePatchScorer:
             return list(pool.map(one, range(n_bands)))
 
     def _match(self, q: np.ndarray, xb: np.ndarray, rho: np.ndarray | None,
-               bank_groups: np.ndarray | None, query_groups: np.ndarray | None) -> np.ndarray:
-        """(Mq, D) search vectors vs band bank (Nb, D) -> (Mq,) calibrated distances."""
+               bank_groups: np.ndarray | None, query_groups: np.ndarray | None,
+               proj: BoundProjection | None = None) -> np.ndarray:
+        """(Mq, D) search vectors vs band bank (Nb, D) -> (Mq,) calibrated distances;
+        ``proj``: the band's projection when candidates come from the bounded search."""
         p = self.p
+        if proj is not None:
+            dist, idx = bounded_knn_search(q, xb, p.k_candidates if p.ldn else 1, bank_groups,
+                                           query_groups, projection=proj, fallback=False,
+                                           candidates=p.search_candidates,
+                                           stats=self.search_stats, **p.search())
+            return ldn_from_candidates(dist, idx, rho, p.eps)[0] if p.ldn else dist[:, 0]
         if p.ldn:
             s, _ = ldn_scores(q, xb, rho, p.eps, p.k_candidates, bank_groups, query_groups,
                               normalize=False, **p.search())
@@ -167,7 +188,8 @@ class FinePatchScorer:
             keep = self.keep[b]
             xb = self._tokens_of(self._tokens[self._clip_of[keep], self._t_of[keep], b])
             q = self._tokens_of(feats.tokens[q_clip, q_t, b])
-            out[q_clip, q_t, b] = self._match(q, xb, self.rho[b], None, None)
+            out[q_clip, q_t, b] = self._match(q, xb, self.rho[b], None, None,
+                                              self.projections[b])
             del xb, q
         self._maps_cache[key] = out
         while len(self._maps_cache) > 2:
@@ -176,13 +198,19 @@ class FinePatchScorer:
 
 
 def _shared_scorer(bank: ClipFeatures, p: FineParams) -> FinePatchScorer:
-    """The fitted FinePatchScorer for (bank content, scorer settings), built once while in use."""
+    """The fitted FinePatchScorer for (bank content, scorer settings): fine_broad and
+    fine_selective of one machine share one fit (the bank-against-bank search is the
+    cost of the fine-grained branches). The last ``_SCORERS_KEPT`` stay cached."""
     settings = p.scorer()
     key = (_fingerprint(bank), settings)
     scorer = _SCORERS.get(key)
     if scorer is None:
         scorer = FinePatchScorer(settings).fit(bank)
         _SCORERS[key] = scorer
+        while len(_SCORERS) > _SCORERS_KEPT:
+            _SCORERS.popitem(last=False)
+    else:
+        _SCORERS.move_to_end(key)
     return scorer
 
 

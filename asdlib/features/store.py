@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from asdlib import atomic
+from asdlib import atomic, distributed
 from asdlib.devices import resolve_device
 from asdlib.features.clips import EMBED, ClipFeatures
 from asdlib.features.config import ExtractConfig, ExtractStats
@@ -168,7 +168,10 @@ def extract_features(table, model, heads, cfg: ExtractConfig | None,
     Finished parts with the same clips are reused; the rest are (re)computed. Model and heads
     are put in eval mode and moved to ``cfg.device`` for the duration, then restored to
     their train/eval state (they stay on the device). The returned store's ``run_stats``
-    holds this run's `ExtractStats`.
+    holds this run's `ExtractStats` (of this process's parts).
+    Under torchrun (`asdlib.distributed`) each process builds the parts assigned to it
+    (balanced by clip count) and returns once every process has finished: the store is the
+    one a single process writes.
     """
     import torch
 
@@ -185,8 +188,9 @@ def extract_features(table, model, heads, cfg: ExtractConfig | None,
     params = key_params(model_info, heads_info, cfg, loader)
     root = Path(store_root) / params["key"]
     root.mkdir(parents=True, exist_ok=True)
+    rank, n_procs = distributed.world()
     params_path = root / _PARAMS
-    if not params_path.is_file():
+    if rank == 0 and not params_path.is_file():
         full = {**params, "encoder": model_info, "heads": heads_info,
                 "channels": list(cfg.channels), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic.write_text(params_path, json.dumps(full, indent=2, sort_keys=True), fsync=True)
@@ -204,6 +208,10 @@ def extract_features(table, model, heads, cfg: ExtractConfig | None,
                     _write_index(part / _INDEX, rows)  # labels/metadata updated, audio same
             else:
                 plan.append((part, rows, channel, fingerprint))
+    distributed.barrier()   # params.json written before any process builds a part
+    if n_procs > 1:
+        shard = distributed.assign_shards([len(p[1]) for p in plan], n_procs)
+        plan = [p for p, owner in zip(plan, shard) if owner == rank]
 
     facts = []
     if plan:
@@ -228,6 +236,7 @@ def extract_features(table, model, heads, cfg: ExtractConfig | None,
             torch.set_num_threads(threads)
             for m, flag in zip(modules, was_training):
                 m.train(flag)
+    distributed.barrier()   # every part done before anyone reads the store
 
     store = FeatureStore(root)
     n_clips = sum(f["n_clips"] for f in facts)
