@@ -4,7 +4,7 @@ pipeline (``--steps 00_data``); the pipeline's later run finds the adapted encod
 last checkpoint is complete) and the feature store's parts done, and goes on from there::
 
     python -m asdlib.pipeline --run big --data-root data/dcase2026 --steps 00_data
-    torchrun --nproc_per_node 4 -m asdlib.distributed_steps --run big
+    torchrun --nproc_per_node 4 -m asdlib.distributed_steps big
     python -m asdlib.pipeline --run big --data-root data/dcase2026
 """
 
@@ -19,7 +19,9 @@ def main(argv=None) -> None:
     """Adaptation and extraction of a run folder, in every process torchrun starts."""
     ap = argparse.ArgumentParser(description="Steps 01 (adaptation) and 02 (extraction) of a "
                                              "run on several processes, under torchrun.")
-    ap.add_argument("--run", required=True, help="run name or folder (created by asdlib.pipeline)")
+    # a positional: torchrun's own parser would take ``--run`` for an abbreviation of its
+    # ``--run-path`` and stop
+    ap.add_argument("run", help="run name or folder (created by asdlib.pipeline)")
     ap.add_argument("--results-root", default=None)
     ap.add_argument("--steps", nargs="*", default=["adapt", "extract"],
                     choices=["adapt", "extract"])

@@ -98,3 +98,30 @@ def test_sharded_extraction_writes_the_single_process_store(runs):
     for rel in files_a:
         np.testing.assert_allclose(np.load(sb / rel), np.load(sa / rel), rtol=0, atol=1e-6,
                                    err_msg=str(rel))
+
+
+@pytest.mark.slow
+def test_torchrun_steps_are_reused_by_the_pipeline(tmp_path):
+    """The documented flow: the pipeline's step 00, ``torchrun -m asdlib.distributed_steps``
+    (2 gloo processes) for adaptation and extraction, then the pipeline's steps 01-02 find
+    the adapted encoder complete (no epoch trained again) and every store part done."""
+    from asdlib import experiment, pipeline
+
+    config, results = experiment.RunConfig(run="dist", preset="tiny"), tmp_path / "results"
+    run_dir = pipeline.run_pipeline(config, results, steps=("00_data",), log=lambda line: None)
+    log = _run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", "-m", "asdlib.distributed_steps",
+                str(run_dir)], tmp_path)
+    assert "store " in log
+    run = experiment.Run.open(run_dir)
+    adapted = run.current("adapted", "01_finetune")
+    state = torch.load(adapted / "state.pt", weights_only=False)
+    assert state["epoch"] == experiment.adapt_config(run.config).epochs
+    store_dir = next((run.work / "features").iterdir())
+    done_before = {p: p.stat().st_mtime_ns for p in store_dir.rglob("DONE")}
+    assert len(done_before) == 2 * len(set(run.clip_table()["machine"]))
+    pipeline.run_pipeline(config, results, steps=("01_finetune", "02_extract"),
+                          log=lambda line: None)
+    after = torch.load(adapted / "state.pt", weights_only=False)
+    assert after["history"] == state["history"]                 # nothing trained again
+    assert {p: p.stat().st_mtime_ns for p in store_dir.rglob("DONE")} == done_before

@@ -197,6 +197,11 @@ class FinePatchScorer:
         return out.copy()
 
 
+def clear_scorer_cache() -> None:
+    """Forget the cached fitted scorers (a benchmark timing a fit from scratch)."""
+    _SCORERS.clear()
+
+
 def _shared_scorer(bank: ClipFeatures, p: FineParams) -> FinePatchScorer:
     """The fitted FinePatchScorer for (bank content, scorer settings): fine_broad and
     fine_selective of one machine share one fit (the bank-against-bank search is the
