@@ -45,12 +45,10 @@ _MARGIN = 1e-5
 
 @dataclass
 class SearchStats:
-    """What one bounded search did: queries, how many were certified by the bound, and the
-    lifted dimension."""
+    """What bounded searches did: queries, and how many were certified by the bound."""
 
     queries: int = 0
     certified: int = 0
-    dim: int = 0
 
     @property
     def uncertified(self) -> int:
@@ -117,11 +115,12 @@ def _rerank(queries: np.ndarray, bank: np.ndarray, cand: np.ndarray, k: int,
     return d2_out, idx_out
 
 
-def _finish(queries, bank, k, cand_d, cand_i, lq, lb_sq_max, exclude_groups, query_groups,
+def _finish(queries, bank, k, cand_d, cand_i, lq, lb, exclude_groups, query_groups,
             search_kw, stats: SearchStats, fallback: bool) -> tuple[np.ndarray, np.ndarray]:
     """Re-rank the candidates, certify, fall back to the flat search where asked."""
     d2, idx = _rerank(queries, bank, cand_i, k)
     last_bound = np.square(cand_d[:, -1].astype(np.float64))    # inf when the bank ran out
+    lb_sq_max = float(np.einsum("ij,ij->i", lb, lb).max()) if len(lb) else 0.0
     margin = _MARGIN * (np.einsum("ij,ij->i", lq, lq).astype(np.float64) + lb_sq_max)
     exhausted = cand_i[:, -1] < 0
     ok = exhausted | (d2[:, -1].astype(np.float64) <= last_bound - margin)
@@ -154,16 +153,18 @@ def bounded_knn_search(queries: np.ndarray, bank: np.ndarray, k: int,
     searches (a ``metric`` among them is ignored: the search is Euclidean). Returns ``dist (M, k)`` ascending and ``idx (M, k)`` (inf / -1 where missing).
     """
     search_kw = {k: v for k, v in search_kw.items() if k != "metric"}
+    same = queries is bank                          # the bank against itself: lift once
     bank = as_float32(bank, False)
+    queries = bank if same else queries
     proj = projection or BoundProjection(bank, dim)
     stats = stats if stats is not None else SearchStats()
-    stats.dim = proj.dim + 1
     n_cand = max(k, candidates or 2 * k)
-    lb, lq = proj.lift(bank), proj.lift(queries)
+    lb = proj.lift(bank)
+    lq = lb if same else proj.lift(queries)
     cand_d, cand_i = knn_search(lq, lb, n_cand, exclude_groups, query_groups,
                                 normalize=False, metric="euclidean", **search_kw)
-    return _finish(queries, bank, k, cand_d, cand_i, lq, float(np.einsum("ij,ij->i", lb, lb).max()),
-                   exclude_groups, query_groups, search_kw, stats, fallback)
+    return _finish(queries, bank, k, cand_d, cand_i, lq, lb, exclude_groups, query_groups,
+                   search_kw, stats, fallback)
 
 
 def bounded_knn_self(x: np.ndarray, k: int, groups: np.ndarray | None = None, dim: int = 64,
@@ -175,15 +176,7 @@ def bounded_knn_self(x: np.ndarray, k: int, groups: np.ndarray | None = None, di
     dimensions is faiss's flat search, not the symmetric ``knn_self``: with a hundred
     candidates per row the latter's merging costs more than the product it saves (one
     62 000-token band: 5.8 s against 1.5 s). Arguments as `bounded_knn_search`."""
-    search_kw = {k: v for k, v in search_kw.items() if k != "metric"}
-    x = as_float32(x, False)
+    x = np.asarray(x)
     groups = np.arange(len(x)) if groups is None else np.asarray(groups)
-    proj = projection or BoundProjection(x, dim)
-    stats = stats if stats is not None else SearchStats()
-    stats.dim = proj.dim + 1
-    n_cand = max(k, candidates or 2 * k)
-    lx = proj.lift(x)
-    cand_d, cand_i = knn_search(lx, lx, n_cand, groups, groups, normalize=False,
-                                metric="euclidean", **search_kw)
-    return _finish(x, x, k, cand_d, cand_i, lx, float(np.einsum("ij,ij->i", lx, lx).max()),
-                   groups, groups, search_kw, stats, fallback)
+    return bounded_knn_search(x, x, k, groups, groups, dim, candidates, projection, stats,
+                              fallback, **search_kw)
