@@ -72,6 +72,14 @@ class BoundProjection:
         self.components = np.ascontiguousarray(vt[:dim].T)          # (D, dim), orthonormal
         self.dim = dim
 
+    @classmethod
+    def from_arrays(cls, mu: np.ndarray, components: np.ndarray) -> "BoundProjection":
+        """A projection from its stored mean (D,) and components (D, dim)."""
+        proj = cls.__new__(cls)
+        proj.mu, proj.components = np.asarray(mu, np.float64), np.ascontiguousarray(components)
+        proj.dim = proj.components.shape[1]
+        return proj
+
     def lift(self, x: np.ndarray, batch: int = 16384) -> np.ndarray:
         """(M, D) -> (M, dim + 1) float32: projection and residual norm (float64 inside)."""
         x = np.asarray(x)

@@ -30,6 +30,9 @@ AGGREGATIONS = {
     "top 3": lambda maps: aggregate_topk(maps, 3),
 }
 KINDS = ("transient", "narrowband", "broad")
+#: Training clips per machine the diagnosis keeps at most: it fits the scorer once per view and
+#: distance, so at DCASE size (1000 clips) the full bank would cost four times the branches.
+BANK_CLIPS = 200
 
 
 def clip_features(grids: list[np.ndarray], domains, names) -> ClipFeatures:
@@ -54,11 +57,12 @@ def score_view(bank: ClipFeatures, test: ClipFeatures, metric: str, ldn: bool,
 
 def summarise(scores: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Official score, AUC_s, AUC_t and AUC per kind (%) of every ``by`` group of a tidy
-    table (machine, name, score, domain, label, kind)."""
+    table (machine, name, score, domain, label, and kind where the data has one)."""
+    kind_column = "kind" if "kind" in scores.columns else None   # NaN per kind without it
     rows = []
     for key, group in scores.groupby(by, sort=False):
         key = key if isinstance(key, tuple) else (key,)
-        overall = metrics.evaluate_table(group, kind_column="kind").loc["Overall"]
+        overall = metrics.evaluate_table(group, kind_column=kind_column).loc["Overall"]
         row = dict(zip(by, key), official=overall["hmean"], AUC_s=overall["AUC_s"],
                    AUC_t=overall["AUC_t"])
         row.update({kind: overall.get(f"AUC[{kind}]") for kind in KINDS})
@@ -91,14 +95,31 @@ def evidence_table(views: dict, test_meta: pd.DataFrame,
     return summarise(scores, ["view", "metric", "ldn", "aggregation"])
 
 
+def bank_rows(domain: np.ndarray, at_most: int | None) -> np.ndarray:
+    """Rows of a training bank the diagnosis keeps: every target clip, and source clips evenly
+    spread over the bank's order up to ``at_most`` in all (all rows when the bank is smaller)."""
+    rows = np.arange(len(domain))
+    if at_most is None or len(rows) <= at_most:
+        return rows
+    target = rows[domain == "target"]
+    source = rows[domain != "target"]
+    n_source = max(at_most - len(target), 0)
+    picked = source[np.linspace(0, len(source) - 1, n_source).round().astype(int)] if n_source else source[:0]
+    return np.sort(np.concatenate([target, picked]))
+
+
 def store_views(store, table: pd.DataFrame, channel: str = "near",
-                layers=(-1, "embed")) -> dict:
-    """{layer name: {machine: (bank, test)}} of a run's feature store, for `evidence_table`."""
+                layers=(-1, "embed"), bank_clips: int | None = BANK_CLIPS) -> dict:
+    """{layer name: {machine: (bank, test)}} of a run's feature store, for `evidence_table`.
+
+    The bank keeps at most ``bank_clips`` training clips per machine (`bank_rows`; None: all).
+    """
     names = {-1: "final layer", "embed": "embed (before LayerNorm)"}
     views: dict = {}
     for layer in layers:
         for machine in dict.fromkeys(table["machine"]):
             bank = store.load(machine, "train", layer=layer, channel=channel)
+            bank = bank.subset(bank_rows(np.asarray(bank.domain), bank_clips))
             test = store.load(machine, "test", layer=layer, channel=channel)
             views.setdefault(names.get(layer, f"hidden {layer}"), {})[machine] = (bank, test)
     return views

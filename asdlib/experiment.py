@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from asdlib import atomic
-from asdlib.audio import CHANNELS
+from asdlib.audio import CHANNELS  # noqa: F401  (re-exported: the run options)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: What a run can score with: a microphone (near, far, or the residual near - 0.5 far) or
@@ -25,6 +25,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: Which part of a DCASE root a run reads: the development set (labelled test clips) or the
 #: evaluation set (unlabelled test clips; fusion weights come frozen from a dev run).
 DATASETS = ("dev", "eval")
+#: How the fine-grained branches search their band banks (`asdlib.scoring.FINE_SEARCH`).
+FINE_SEARCHES = ("exact", "pca", "ivf")
 #: What notebooks print instead of a metric table when the test clips carry no labels.
 NO_LABELS = ("the test clips carry no labels (evaluation set): no metric can be computed "
              "here; the scores and submission files are written")
@@ -57,6 +59,10 @@ class RunConfig:
     dataset: "dev" (labelled test clips: metrics, weights chosen on the labels) or "eval"
         (``<root>/eval_data``: unlabelled test clips, adaptation on its training clips,
         fusion with the frozen ``fusion_config`` of a dev run, submission files).
+    fine_search: how the fine-grained branches search their band banks: "exact" (the
+        report's flat search), or approximate and faster at DCASE size: "pca" (candidates
+        in 64 principal directions, exact re-ranking) or "ivf" (a faiss inverted file,
+        4 of 256 cells visited); measured in docs/PERFORMANCE.md.
     recipe: adaptation recipe, "auto" (the encoder decides: "cpu" for the project's small
         encoder, "gpu" for an official checkpoint), "cpu" (`AdaptConfig.demo`: 2 s crops,
         full fine-tuning at a low rate, minutes on 2 cores) or "gpu" (`AdaptConfig.dcase`:
@@ -76,6 +82,7 @@ class RunConfig:
     dataset: str = "dev"
     recipe: str = "auto"
     num_threads: int = 0
+    fine_search: str = "exact"
     extra: dict = field(default_factory=dict)
 
     def resolved_data_root(self) -> Path:

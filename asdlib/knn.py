@@ -89,11 +89,35 @@ def _check_device(device: str) -> str:
     return device
 
 
-def _faiss_index(bank: np.ndarray, device: str, metric: str = "cosine"):
+def _ivf_index(bank: np.ndarray, metric: str, ivf: tuple[int, int]):
+    """faiss inverted-file index of ``bank`` (approximate): ``ivf = (lists, probe)``; the
+    lists are k-means cells trained on the bank (at most ``len(bank) // 39`` of them, faiss's
+    minimum of training points per cell), each query visits the ``probe`` nearest cells."""
+    import faiss
+
+    lists, probe = ivf
+    dim = bank.shape[1]
+    lists = max(1, min(int(lists), len(bank) // 39))
+    quantizer = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
+    kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    index = faiss.IndexIVFFlat(quantizer, dim, lists, kind)
+    index.cp.seed = 1234                                    # k-means seeded: repeatable cells
+    index.train(bank)
+    index.nprobe = min(int(probe), lists)
+    faiss.add_to_referenced_objects(index, quantizer)   # kept alive with the index
+    return index
+
+
+def _faiss_index(bank: np.ndarray, device: str, metric: str = "cosine",
+                 ivf: tuple[int, int] | None = None):
     import faiss
 
     dim = bank.shape[1]
-    if device == "cpu":
+    if ivf is not None:
+        if device != "cpu":
+            raise ValueError("the inverted-file search (ivf) runs on the CPU only; use device='cpu'")
+        index = _ivf_index(bank, metric, ivf)
+    elif device == "cpu":
         index = faiss.IndexFlatIP(dim) if metric == "cosine" else faiss.IndexFlatL2(dim)
     else:
         n_gpu = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
@@ -106,7 +130,8 @@ def _faiss_index(bank: np.ndarray, device: str, metric: str = "cosine"):
         cfg.device = int(device.split(":")[1]) if ":" in device else 0
         index = (faiss.GpuIndexFlatIP(res, dim, cfg) if metric == "cosine"
                  else faiss.GpuIndexFlatL2(res, dim, cfg))
-        index._asdlib_res = res  # keep the resources alive with the index
+        # kept alive with the index (faiss refuses unknown attributes on its wrappers)
+        faiss.add_to_referenced_objects(index, res)
     index.add(bank)
     return index
 
@@ -114,9 +139,12 @@ def _faiss_index(bank: np.ndarray, device: str, metric: str = "cosine"):
 def similarity_search(queries: np.ndarray, bank: np.ndarray, k: int,
                       exclude_groups: np.ndarray | None, query_groups: np.ndarray | None,
                       batch_size: int, backend: str, device: str, prepare=None,
-                      metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+                      metric: str = "cosine",
+                      ivf: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k similarities of ``queries`` (M, .) against float32 ``bank`` (N, D): inner
     products (``metric`` "cosine": give normalised vectors) or ``-|q - b|^2`` ("euclidean").
+    ``ivf = (lists, probe)``: approximate, through a faiss inverted-file index (faiss
+    backend, CPU); None: exact.
 
     ``prepare`` maps one batch of queries to float32 (M_b, D) (default: cast), so that
     conversion, normalisation or augmentation happen one batch at a time.
@@ -134,8 +162,10 @@ def similarity_search(queries: np.ndarray, bank: np.ndarray, k: int,
     gindex = _GroupIndex(exclude_groups) if exclude_groups is not None else None
     extra = gindex.max_count if gindex is not None else 0
 
+    if ivf is not None and backend != "faiss":
+        raise ValueError("the inverted-file search (ivf) needs backend='faiss'")
     if backend == "faiss":
-        index = _faiss_index(bank, device, metric)
+        index = _faiss_index(bank, device, metric, ivf)
         ks = min(n, k + extra)
         for s in range(0, m, batch_size):
             q = prepare(queries[s:s + batch_size])
@@ -188,8 +218,10 @@ def similarity_search(queries: np.ndarray, bank: np.ndarray, k: int,
 def knn_search(queries: np.ndarray, bank: np.ndarray, k: int,
                exclude_groups: np.ndarray | None = None, query_groups: np.ndarray | None = None,
                batch_size: int = 8192, backend: str = "faiss", device: str = "cpu",
-               normalize: bool = True, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest bank items of every query under cosine or Euclidean distance.
+               normalize: bool = True, metric: str = "cosine",
+               ivf: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest bank items of every query under cosine or Euclidean distance
+    (approximate with ``ivf``).
 
     queries: (M, D), bank: (N, D), any float dtype (computed in float32).
     exclude_groups: (N,) group id of each bank item; query_groups: (M,) group id of each
@@ -200,6 +232,8 @@ def knn_search(queries: np.ndarray, bank: np.ndarray, k: int,
     normalize: L2-normalise both sides first (cosine; False when already normalised).
     metric: "cosine" (``d = max(0, 1 - <q, b>)``) or "euclidean" (``d = |q - b|`` on the
         vectors as given; ``normalize`` is ignored).
+    ivf: ``(lists, probe)``: search a faiss inverted-file index instead (approximate: a
+        query sees the bank items of its ``probe`` nearest of ``lists`` k-means cells).
     Returns ``dist (M, k)`` float32 ascending and ``idx (M, k)`` int64 bank rows; missing
     neighbours are ``inf`` / ``-1``.
     """
@@ -219,7 +253,7 @@ def knn_search(queries: np.ndarray, bank: np.ndarray, k: int,
     b = as_float32(bank, normalize)
     sim, idx = similarity_search(queries, b, k, exclude_groups, query_groups, batch_size,
                                  backend, device, prepare=lambda batch: as_float32(batch, normalize),
-                                 metric=metric)
+                                 metric=metric, ivf=ivf)
     dist = similarity_to_distance(sim, metric)
     dist[idx < 0] = np.inf
     return dist, idx

@@ -93,10 +93,12 @@ def ldn_scores(queries: np.ndarray, bank: np.ndarray, rho: np.ndarray, eps: floa
                k_candidates: int | None = None, exclude_groups: np.ndarray | None = None,
                query_groups: np.ndarray | None = None, batch_size: int = 8192,
                backend: str = "faiss", device: str = "cpu",
-               normalize: bool = True, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+               normalize: bool = True, metric: str = "cosine",
+               ivf: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """LDN scores of queries (M, D) against bank (N, D) with densities rho (N,).
 
-    k_candidates: None = exact minimum over all bank items; k' = over the k' raw nearest.
+    k_candidates: None = exact minimum over all bank items; k' = over the k' raw nearest
+    (found through an inverted-file index with ``ivf``, as in ``knn_search``).
     exclude_groups (N,) / query_groups (M,): leave-one-out, as in ``knn_search``.
     Returns ``scores (M,)`` float32 and the index (M,) of the bank item attaining the
     minimum (-1 when nothing is left after exclusion).
@@ -104,8 +106,10 @@ def ldn_scores(queries: np.ndarray, bank: np.ndarray, rho: np.ndarray, eps: floa
     if k_candidates is not None:
         dist, idx = knn_search(queries, bank, k_candidates, exclude_groups, query_groups,
                                batch_size=batch_size, backend=backend, device=device,
-                               normalize=normalize, metric=metric)
+                               normalize=normalize, metric=metric, ivf=ivf)
         return ldn_from_candidates(dist, idx, rho, eps)
+    if ivf is not None:
+        raise ValueError("ivf needs k_candidates (the exact minimum searches every item)")
     if (exclude_groups is None) != (query_groups is None):
         raise ValueError("give both exclude_groups and query_groups, or neither")
     rho = np.asarray(rho, dtype=np.float32)

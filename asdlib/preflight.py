@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from asdlib.experiment import CHANNELS, DATASETS, RECIPES, RunConfig
+from asdlib.experiment import CHANNELS, DATASETS, FINE_SEARCHES, RECIPES, RunConfig
 
 
 def validate(config: RunConfig) -> list[str]:
@@ -32,6 +32,8 @@ def validate(config: RunConfig) -> list[str]:
                         "development run (its 06_fusion/fusion_config.json)")
     if config.recipe not in RECIPES:
         problems.append(f"--recipe {config.recipe!r}: one of {RECIPES}")
+    if config.fine_search not in FINE_SEARCHES:
+        problems.append(f"--fine-search {config.fine_search!r}: one of {FINE_SEARCHES}")
     if config.num_threads < 0:
         problems.append(f"--threads {config.num_threads}: must be >= 0")
     if config.seed < 0:

@@ -112,18 +112,22 @@ def combine_channels(per_channel: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def score_run(store, table: pd.DataFrame, specs: list[BranchSpec], channel: str = "near",
-              maps_dir: Path | None = None, progress: bool = True) -> pd.DataFrame:
+              maps_dir: Path | None = None, progress: bool = True,
+              fit_dir: Path | None = None) -> pd.DataFrame:
     """Score every machine of the clip table from a feature store; maps saved as .npz.
 
     channel "both": near and far scored apart and combined (`combine_channels`); the maps
-    saved are the near channel's."""
+    saved are the near channel's. fit_dir: where the fine-grained branches' fits (bank
+    densities and self maps) are stored and reused across runs
+    (`asdlib.branches.stored_fits`; None: not stored)."""
     from functools import lru_cache
 
     if channel == "both":
         return combine_channels({
-            "near": score_run(store, table, specs, "near", maps_dir, progress),
-            "far": score_run(store, table, specs, "far", None, progress)})
+            "near": score_run(store, table, specs, "near", maps_dir, progress, fit_dir),
+            "far": score_run(store, table, specs, "far", None, progress, fit_dir)})
 
+    from asdlib.branches import stored_fits
     from asdlib.progress import track
 
     machines = list(dict.fromkeys(table["machine"]))
@@ -132,7 +136,8 @@ def score_run(store, table: pd.DataFrame, specs: list[BranchSpec], channel: str 
                          enabled=progress):
         load = lru_cache(maxsize=None)(
             lambda split, layer, m=machine: store.load(m, split, layer=layer, channel=channel))
-        rows, maps = score_machine(load, specs, machine, table)
+        with stored_fits(fit_dir):
+            rows, maps = score_machine(load, specs, machine, table)
         parts.append(rows)
         if maps_dir is not None and maps:
             test = load("test", next(s.layer for s in specs if s.name in maps))
@@ -239,6 +244,17 @@ SUBBAND_SPECS = [BranchSpec("utt_knn"), BranchSpec("asp_knn"), BranchSpec("band_
 #: Notebook 04: fine-grained localized scoring (always LDN-calibrated), two aggregations of
 #: the patch embedding before its LayerNorm, where tokens keep their scale.
 PATCH_SPECS = [BranchSpec("fine_broad", layer="embed"), BranchSpec("fine_selective", layer="embed")]
+#: The fine-grained branches' search (`RunConfig.fine_search`): the exact flat search, or
+#: the approximate settings measured in benchmarks/speed_auc.py (docs/PERFORMANCE.md).
+FINE_SEARCH = {"exact": {}, "pca": {"search_dim": 64}, "ivf": {"ivf_lists": 256, "ivf_probe": 4}}
+
+
+def patch_specs(search: str = "exact") -> list[BranchSpec]:
+    """Notebook 04's branches (`PATCH_SPECS`) with the search setting ``search``."""
+    if search not in FINE_SEARCH:
+        raise ValueError(f"fine search {search!r}: one of {list(FINE_SEARCH)}")
+    return [BranchSpec(s.branch, {**s.params, **FINE_SEARCH[search]}, s.label, s.layer)
+            for s in PATCH_SPECS]
 #: Notebook 05: the clip-level kNN branches again, with LDN on.
 LDN_SPECS = [BranchSpec("utt_knn", {"ldn": True}, "utt_knn+ldn"),
              BranchSpec("asp_knn", {"ldn": True}, "asp_knn+ldn"),

@@ -7,11 +7,14 @@ spread, and that standardised embedding concatenated with the standardised final
 fifth pools the bands at each instant before the maximum over time). Then the
 clip-level and sub-band branches (utt_knn, band_knn, beam_max, adabeam) on the final layer
 (the default) and on the patch embedding (cosine and Euclidean). Official score and AUC
-per fault kind (%). Run after ``make run`` (needs the run's feature store)::
+per fault kind (%); the same with the patch embedding minus each clip's temporal median per
+band (deviation tokens), and fine_selective with one bank per domain; and the transient AUC
+within each machine and domain. Run after ``make run`` (needs the run's feature store)::
 
     PYTHONPATH=. python benchmarks/token_variants.py results/demo
 
-About 2 minutes on the demo (2 cores). Writes ``<run>/04_patch/token_variants.csv``.
+About 3 minutes on the demo (2 cores). Writes ``<run>/04_patch/token_variants.csv`` and
+``token_variants_transient_by_domain.csv`` beside it.
 """
 
 from __future__ import annotations
@@ -62,6 +65,15 @@ def standardised(bank: ClipFeatures, test: ClipFeatures) -> tuple[ClipFeatures, 
     return with_tokens(bank, z(bank.tokens)), with_tokens(test, z(test.tokens))
 
 
+def deviation(f: ClipFeatures) -> ClipFeatures:
+    """Each clip's tokens minus the median over its valid time of its band's tokens: what
+    changes within the clip (a short event), without the clip's stationary condition."""
+    tokens = np.asarray(f.tokens, dtype=np.float32).copy()
+    for i, n in enumerate(f.n_time):
+        tokens[i, :n] -= np.median(tokens[i, :n], axis=0)
+    return with_tokens(f, tokens)
+
+
 def concatenated(*pairs) -> tuple[ClipFeatures, ClipFeatures]:
     """Token-wise concatenation of views (same clips), each scaled by 1/sqrt(D)."""
     def cat(side):
@@ -79,7 +91,9 @@ def fine_variants(store, table) -> pd.DataFrame:
         variants = {"embed (default)": (embed, True), "embed, LDN off": (embed, False),
                     "embed standardised": (embed_z, True),
                     "embed standardised, LDN off": (embed_z, False),
-                    "embed + final, standardised": (concatenated(embed_z, final_z), True)}
+                    "embed + final, standardised": (concatenated(embed_z, final_z), True),
+                    "embed, deviation from the clip's median": (
+                        (deviation(embed[0]), deviation(embed[1])), True)}
         for name, ((bank, test), ldn) in variants.items():
             maps = FinePatchScorer(FineParams(ldn=ldn)).fit(bank).maps(test)
             for agg, fn in AGGREGATIONS.items():
@@ -96,9 +110,26 @@ def clip_variants(store, table) -> pd.DataFrame:
                   scoring.BranchSpec(branch, {}, f"{branch}, embed, cosine", layer=EMBED),
                   scoring.BranchSpec(branch, {"metric": "euclidean"},
                                      f"{branch}, embed, Euclidean", layer=EMBED)]
+    specs.append(scoring.BranchSpec("fine_selective", {"domain": "separate"},
+                                    "fine_selective, one bank per domain", layer=EMBED))
     scores = scoring.score_run(store, table, specs, progress=False)
     scores = scores[~scores["is_self"]]
     return scores.rename(columns={"branch": "view"}).assign(aggregation="clip")
+
+
+def transient_within_domain(scores: pd.DataFrame) -> pd.DataFrame:
+    """AUC (%) of the transient anomalies against the normals of the same machine and
+    domain, for every view x aggregation (columns) and (machine, domain) (rows)."""
+    from sklearn.metrics import roc_auc_score
+
+    rows = []
+    keys = ["view", "aggregation", "machine", "domain"]
+    for key, g in scores.groupby(keys, sort=False):
+        pick = g[(g["label"] == "normal") | (g["kind"] == "transient")]
+        if pick["label"].nunique() == 2:
+            rows.append((*key, 100 * roc_auc_score(pick["label"] != "normal", pick["score"])))
+    return pd.DataFrame(rows, columns=[*keys, "auc"]).pivot_table(
+        index=["machine", "domain"], columns=["view", "aggregation"], values="auc", sort=False)
 
 
 def main(argv=None) -> None:
@@ -118,6 +149,10 @@ def main(argv=None) -> None:
     result.round(2).to_csv(out, index=False)
     pd.set_option("display.width", 200)
     print(result.round(1).to_string(index=False))
+    within = transient_within_domain(pd.concat([fine, clip[fine.columns]], ignore_index=True))
+    within.round(2).to_csv(out.with_name("token_variants_transient_by_domain.csv"))
+    print("transient AUC within each domain (%):")
+    print(within.round(1).to_string())
     print(f"written {out}")
 
 

@@ -36,6 +36,11 @@
 # mostly raises that spread. The branches here read the patch embedding before that
 # LayerNorm with a Euclidean distance (chosen on the tuning data; the section "Where the
 # evidence is" below measures the alternatives on this run).
+#
+# The bank-against-bank search behind the densities is the cost of these branches; its
+# result (densities and the bank clips' self maps) is stored with the features, under
+# `fits/` in the feature store, and a rerun with the same features, settings and code reads
+# it back instead of searching again.
 
 # %% tags=["parameters"]
 run_dir: str = "../results/interactive"  # the run folder written by asdlib.pipeline
@@ -54,10 +59,10 @@ labelled = run.labelled  # an evaluation set's test clips carry no labels
 store = run.feature_store()
 
 # %%
-scores = scoring.score_run(store, table, scoring.PATCH_SPECS, channel=cfg.channel,
-                           maps_dir=out / "maps")
-scoring.save_scores(scores, out / "scores.csv",
-                    params={s.name: s.record() for s in scoring.PATCH_SPECS})
+specs = scoring.patch_specs(cfg.fine_search)  # "exact" unless the run asks otherwise
+scores = scoring.score_run(store, table, specs, channel=cfg.channel, maps_dir=out / "maps",
+                           fit_dir=store.path / "fits")
+scoring.save_scores(scores, out / "scores.csv", params={s.name: s.record() for s in specs})
 
 # %% [markdown]
 # ## Official score and AUC per fault kind (%), beside both floors
@@ -73,7 +78,7 @@ else:
 
 # %%
 if labelled:
-    print("\n".join(results.standing(summary, [s.name for s in scoring.PATCH_SPECS])))
+    print("\n".join(results.standing(summary, [s.name for s in specs])))
 else:
     print(experiment.NO_LABELS)
 
@@ -81,13 +86,19 @@ else:
 # ## Where the evidence is: token views, distances and aggregations
 # The selective fine-grained branch (LDN on, k' = 32) on the two stored token views, the
 # final layer and the patch embedding before its LayerNorm, with either distance, and every
-# aggregation of its maps: AUC per fault kind and the official score (%).
+# aggregation of its maps: AUC per fault kind and the official score (%). Each row fits the
+# scorer again, so the bank keeps at most `evidence.BANK_CLIPS` training clips per machine
+# (every target clip, source clips evenly spread); the line above the table says how many.
 # `benchmarks/evidence.py` runs the same over every hidden state, LDN off and on, and raw
 # log-mel patches at 160 ms and 40 ms.
 
 # %%
 if labelled:
     views = evidence.store_views(store, table, experiment.view_channel(cfg.channel), layers=(-1, "embed"))
+    kept = {m: len(bank) for m, (bank, _) in next(iter(views.values())).items()}
+    n_train = table[table["split"] == "train"].groupby("machine").size()
+    print(f"bank per machine: {min(kept.values())}-{max(kept.values())} of "
+          f"{n_train.min()}-{n_train.max()} training clips")
     diagnosis = evidence.evidence_table(views, table[table["split"] == "test"], ldn=(True,))
     diagnosis.to_csv(out / "evidence.csv", index=False)
     print(diagnosis.round(1).to_string(index=False))

@@ -31,7 +31,7 @@ def test_gpu_check_runs_every_part_on_the_cpu(tmp_path):
     assert parts["demo_end_to_end"]["result"]["clips"] == 7 * 32
 
 
-def test_dcase_rehearsal_runs_every_step_at_a_small_size(tmp_path):
+def test_dcase_rehearsal_runs_every_step_at_a_small_size(tmp_path, capsys):
     """The rehearsal's quick form (tiny preset, tiny encoder): every step reports its wall
     time and peak memory, every branch its official score, and the search_dim run its
     deviation from the exact search."""
@@ -50,3 +50,19 @@ def test_dcase_rehearsal_runs_every_step_at_a_small_size(tmp_path):
                for v in steps[s]["official"].values())
     assert result["bounded_vs_exact"]["max relative clip-score difference"] < 0.05
     assert "| patch_dim64 |" in (out / "rehearsal.md").read_text()
+
+    # the speed-against-AUC benchmark's per-setting process on the same store
+    speed = _load("speed_auc")
+    exact = speed.run_child(f"dcase:{tmp_path / 'w'}", "exact (default)")
+    ivf = speed.run_child(f"dcase:{tmp_path / 'w'}", "ivf 256 cells, 16 visited")
+    assert exact["seconds"] > 0 and exact["peak_gib"] > 0
+    assert list(exact["summary"].index) == ["fine_broad", "fine_selective"]
+    # a tiny bank has fewer than 16 cells of 39 tokens: every cell is visited, so the
+    # inverted file finds the exact neighbours
+    assert abs(ivf["summary"].loc["fine_selective", "official"]
+               - exact["summary"].loc["fine_selective", "official"]) < 0.5
+
+    # a rerun reads the stored fit back and scores exactly as the first run
+    _load("stored_fits").main([f"dcase:{tmp_path / 'w'}"])
+    printed = capsys.readouterr().out
+    assert "scores identical: True" in printed and "stored fits: 1 files" in printed

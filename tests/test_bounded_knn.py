@@ -120,13 +120,13 @@ def test_fine_branches_of_one_machine_share_one_fit_and_never_a_stale_one(monkey
     import pandas as pd
 
     from asdlib import scoring
-    from asdlib.branches import patch
+    from asdlib.branches import clear_scorer_cache
 
     fits = []
     original = FinePatchScorer.fit
     monkeypatch.setattr(FinePatchScorer, "fit", lambda self, bank: fits.append(1) or
                         original(self, bank))
-    monkeypatch.setattr(patch, "_SCORERS", type(patch._SCORERS)())
+    clear_scorer_cache()
     bank, test = _features(30, seed=11), _features(8, seed=12)
     table = pd.DataFrame({"machine": "m", "name": test.names, "split": "test",
                           "domain": "source", "label": "normal"})
@@ -140,3 +140,73 @@ def test_fine_branches_of_one_machine_share_one_fit_and_never_a_stale_one(monkey
     scoring.score_machine(lambda split, layer: changed if split == "train" else test,
                           specs, "m", table)
     assert len(fits) == 2
+
+
+def test_a_stored_fit_is_read_back_equal_and_only_for_its_bank_and_settings(tmp_path):
+    """Inside stored_fits a fit is written once; a later process (memory cache cleared)
+    reads it back with the same densities, self maps and test maps; another bank or other
+    settings fit again; an unreadable file is refitted and replaced."""
+    from asdlib.branches import clear_scorer_cache, stored_fits
+    from asdlib.branches.token_scorer import shared_scorer
+
+    bank, test = _features(30, seed=21), _features(8, seed=22)
+    params = FineParams(k_ldn=4, k_candidates=4)
+    clear_scorer_cache()
+    with stored_fits(tmp_path):
+        first = shared_scorer(bank, params)
+    files = sorted(tmp_path.glob("*.npz"))
+    assert len(files) == 1 and first.restored_from is None
+    clear_scorer_cache()
+    with stored_fits(tmp_path):
+        again = shared_scorer(bank, params)
+    assert again.restored_from == files[0]
+    assert np.array_equal(again.self_maps, first.self_maps, equal_nan=True)
+    for a, b in zip(again.rho, first.rho):
+        assert np.array_equal(a, b)
+    assert np.array_equal(again.maps(test), first.maps(test), equal_nan=True)
+
+    clear_scorer_cache()
+    other = _features(30, seed=23)
+    with stored_fits(tmp_path):
+        assert shared_scorer(other, params).restored_from is None
+        assert shared_scorer(bank, FineParams(k_ldn=2, k_candidates=4)).restored_from is None
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+
+    files[0].write_bytes(b"not a fit")
+    clear_scorer_cache()
+    with stored_fits(tmp_path):
+        refit = shared_scorer(bank, params)
+    assert refit.restored_from is None
+    assert np.array_equal(refit.self_maps, first.self_maps, equal_nan=True)
+    clear_scorer_cache()
+    with stored_fits(tmp_path):
+        assert shared_scorer(bank, params).restored_from == files[0]   # replaced by the refit
+    clear_scorer_cache()
+    assert shared_scorer(bank, params).restored_from is None           # outside: nothing read
+
+
+def test_a_stored_fit_keeps_the_bounded_search_projections(tmp_path):
+    from asdlib.branches import clear_scorer_cache, stored_fits
+    from asdlib.branches.token_scorer import shared_scorer
+
+    bank, test = _features(30, seed=24), _features(8, seed=25)
+    params = FineParams(k_ldn=4, k_candidates=4, search_dim=6)
+    clear_scorer_cache()
+    with stored_fits(tmp_path):
+        first = shared_scorer(bank, params)
+        clear_scorer_cache()
+        again = shared_scorer(bank, params)
+    assert again.restored_from is not None
+    for a, b in zip(again.projections, first.projections):
+        assert a.dim == b.dim == 6 and np.array_equal(a.components, b.components)
+    assert np.array_equal(again.maps(test), first.maps(test), equal_nan=True)
+
+
+def test_fine_scorer_through_an_inverted_file_visiting_every_cell_matches_the_flat_maps():
+    bank, test = _features(60, seed=26), _features(10, seed=27)
+    flat = FinePatchScorer(FineParams(k_ldn=4, k_candidates=8)).fit(bank)
+    ivf = FinePatchScorer(FineParams(k_ldn=4, k_candidates=8, ivf_lists=4, ivf_probe=4)).fit(bank)
+    np.testing.assert_allclose(ivf.maps(test), flat.maps(test), rtol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(ivf.self_maps, flat.self_maps, rtol=1e-4, equal_nan=True)
+    with pytest.raises(ValueError, match="not both"):
+        FineParams(ivf_lists=4, search_dim=8)

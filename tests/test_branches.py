@@ -401,3 +401,19 @@ def test_missing_optional_features(bank):
         make_branch("asp_knn").fit(no_asp)
     with pytest.raises(ValueError, match="band_att"):
         make_branch("subband3").fit(no_asp)
+
+
+def test_the_run_options_fine_search_settings_are_the_patch_specs_options():
+    """`--fine-search` names exactly the scoring module's settings; "exact" is notebook 04's
+    default specs, the others add their branch parameters (validated by FineParams)."""
+    from asdlib import experiment, scoring
+
+    assert tuple(scoring.FINE_SEARCH) == experiment.FINE_SEARCHES
+    assert scoring.patch_specs("exact") == scoring.PATCH_SPECS
+    for search in experiment.FINE_SEARCHES:
+        for spec in scoring.patch_specs(search):
+            branch = make_branch(spec.branch, **spec.params)
+            assert {k: getattr(branch.config, k) for k in scoring.FINE_SEARCH[search]} == \
+                scoring.FINE_SEARCH[search]
+    with pytest.raises(ValueError, match="fine search"):
+        scoring.patch_specs("fastest")

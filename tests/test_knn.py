@@ -237,3 +237,24 @@ def test_knn_self_euclidean_symmetric_matches_brute_force(data, block):
     np.testing.assert_array_equal(idx, ref_i)
     with pytest.raises(ValueError, match="metric"):
         knn_search(bank, bank, 1, metric="manhattan")
+
+
+def test_inverted_file_search_visiting_every_cell_is_the_flat_search_and_fewer_cells_approximate():
+    rng = np.random.default_rng(31)
+    centres = rng.normal(size=(16, 12)) * 4
+    bank = (centres[rng.integers(16, size=1600)] + rng.normal(size=(1600, 12))).astype(np.float32)
+    queries = (centres[rng.integers(16, size=200)] + rng.normal(size=(200, 12))).astype(np.float32)
+    groups = np.arange(1600) // 10
+    qgroups = np.arange(200) // 10
+    exact = knn_search(queries, bank, 5, groups, qgroups, metric="euclidean")
+    every = knn_search(queries, bank, 5, groups, qgroups, metric="euclidean", ivf=(16, 16))
+    np.testing.assert_allclose(every[0], exact[0], rtol=1e-4, atol=1e-4)
+    assert (every[1] == exact[1]).mean() > 0.99
+    one = knn_search(queries, bank, 5, groups, qgroups, metric="euclidean", ivf=(16, 1))
+    assert np.all(one[0] >= exact[0] - 1e-4)           # never nearer than the true neighbours
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(one[1], exact[1])])
+    assert 0.5 < recall < 1.0
+    found = one[1] >= 0
+    assert not (groups[np.where(found, one[1], 0)] == qgroups[:, None])[found].any()  # own group left out
+    with pytest.raises(ValueError, match="faiss"):
+        knn_search(queries, bank, 5, metric="euclidean", backend="torch", ivf=(16, 1))

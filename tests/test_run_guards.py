@@ -13,11 +13,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-import torch
 
 from asdlib import data, experiment, fingerprint, locking, pipeline, synth
 from asdlib.experiment import PROJECT_ROOT, RunConfig
@@ -69,11 +67,12 @@ def test_every_bad_option_is_reported_before_anything_is_written(tmp_path):
     not_a_checkpoint.write_bytes(b"not a checkpoint")
     config = RunConfig(run="r", data_root=str(tmp_path / "nowhere"), encoder=str(not_a_checkpoint),
                        fusion_config=str(tmp_path / "missing.json"), device="cuda:7",
-                       recipe="fast")
+                       recipe="fast", fine_search="fastest")
     with pytest.raises(pipeline.ConfigProblems) as err:
         _run(config, results)
     message = str(err.value)
-    for part in ("--data-root", "--encoder", "--fusion-config", "--device", "--recipe"):
+    for part in ("--data-root", "--encoder", "--fusion-config", "--device", "--recipe",
+                 "--fine-search"):
         assert part in message, part
     assert (run_dir / "config.json").read_text() == "the good run's config"
     assert not (run_dir / pipeline.LOCK_FILE).exists()

@@ -68,15 +68,16 @@ from asdlib.branches.clip import (AdaBeam, AspKnn, BandKnn, BeamMax, BeamMean, M
                                   SubBand3, UttKnn, VectorBranch, band_pool)
 from asdlib.branches.params import (FineBroadParams, FineParams, FineSelectiveParams,
                                     KnnParams, MultiViewParams)
-from asdlib.branches.patch import (FineBranch, FineBroad, FinePatchScorer, FineSelective,
-                                   aggregate_band_max, aggregate_top_fraction, aggregate_topk)
+from asdlib.branches.patch import (FineBranch, FineBroad, FineSelective, aggregate_band_max,
+                                   aggregate_top_fraction, aggregate_topk)
+from asdlib.branches.token_scorer import FinePatchScorer, clear_scorer_cache, stored_fits
 
 __all__ = ["BRANCHES", "AdaBeam", "AspKnn", "BandKnn", "BeamMax", "BeamMean", "Branch",
            "BranchResult", "FineBranch", "FineBroad", "FineBroadParams", "FineParams",
            "FinePatchScorer", "FineSelective", "FineSelectiveParams", "KnnParams",
            "MultiViewBranch", "MultiViewParams", "SubBand3", "UttKnn",
            "VectorBranch", "aggregate_band_max", "aggregate_top_fraction", "aggregate_topk",
-           "band_pool", "make_branch", "z_stats"]
+           "band_pool", "clear_scorer_cache", "make_branch", "stored_fits", "z_stats"]
 
 BRANCHES: dict[str, type[Branch]] = {
     cls.name: cls for cls in (UttKnn, AspKnn, BandKnn, BeamMean, BeamMax, AdaBeam, SubBand3,

@@ -66,7 +66,11 @@ class FineParams(KnnParams):
     searches candidates in the top ``search_dim`` principal directions of each band bank
     (plus the residual norm, a lower bound of the distance) and re-ranks the
     ``search_candidates`` best by their exact distance (`asdlib.bounded_knn`, approximate:
-    its recall and score error are measured in benchmarks/dcase_rehearsal.py)."""
+    its recall and score error are measured in benchmarks/dcase_rehearsal.py).
+
+    ``ivf_lists`` (approximate): None searches flat; an int searches every band bank through
+    a faiss inverted-file index of that many k-means cells (capped by the bank size), each
+    query visiting its ``ivf_probe`` nearest cells, for the densities and the test maps."""
 
     metric: str = "euclidean"
     ldn: bool = True
@@ -77,9 +81,20 @@ class FineParams(KnnParams):
     n_self: int | None = None
     search_dim: int | None = None
     search_candidates: int = 128
+    ivf_lists: int | None = None
+    ivf_probe: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.ivf_lists is not None:
+            if self.ivf_lists < 1 or self.ivf_probe < 1:
+                raise ValueError("ivf_lists and ivf_probe must be >= 1")
+            if self.search_dim is not None:
+                raise ValueError("give search_dim or ivf_lists, not both")
+            if self.k_candidates is None:
+                raise ValueError("ivf_lists needs k_candidates (LDN over all tokens is exact)")
+            if self.backend != "faiss":
+                raise ValueError("ivf_lists needs backend='faiss'")
         if self.search_dim is not None:
             if self.metric != "euclidean":
                 raise ValueError("search_dim needs metric='euclidean' (the bound is Euclidean)")
@@ -93,6 +108,13 @@ class FineParams(KnnParams):
             raise ValueError(f"coreset must be a fraction in (0, 1] or None, got {self.coreset}")
         if self.n_self is not None and self.n_self < 2:
             raise ValueError("n_self must be >= 2 or None")
+
+    def search(self) -> dict:
+        """`KnnParams.search`, and the inverted-file setting when one is given."""
+        kw = super().search()
+        if self.ivf_lists is not None:
+            kw["ivf"] = (self.ivf_lists, self.ivf_probe)
+        return kw
 
     def scorer(self) -> "FineParams":
         """Only the fields that change the token maps (two aggregations share a scorer)."""
