@@ -210,3 +210,15 @@ def test_fine_scorer_through_an_inverted_file_visiting_every_cell_matches_the_fl
     np.testing.assert_allclose(ivf.self_maps, flat.self_maps, rtol=1e-4, equal_nan=True)
     with pytest.raises(ValueError, match="not both"):
         FineParams(ivf_lists=4, search_dim=8)
+
+
+def test_writing_a_fit_removes_the_fits_of_other_code(tmp_path):
+    from asdlib.branches import clear_scorer_cache, stored_fits
+    from asdlib.branches.token_scorer import shared_scorer
+
+    stale = tmp_path / "0123456789abcdef-0000.npz"     # written by other fitting code
+    stale.write_bytes(b"old")
+    clear_scorer_cache()
+    with stored_fits(tmp_path):
+        shared_scorer(_features(20, seed=28), FineParams(k_ldn=4, k_candidates=4))
+    assert not stale.exists() and len(list(tmp_path.glob("*.npz"))) == 1

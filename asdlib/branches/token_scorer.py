@@ -8,7 +8,8 @@ fine-grained branches: at DCASE size a 62 000 x 62 000 token search per band. In
 fit whose key matches; the key hashes the bank's whole content (tokens, valid lengths,
 names, domains), the scorer settings, and the source of the code that computes a fit
 (this module and what it imports), so a stored fit is never served for other features,
-settings or code.
+settings or code. File names begin with the code's hash, and writing a fit removes the
+fits of other code from the folder.
 """
 
 from __future__ import annotations
@@ -282,6 +283,21 @@ def fit_key(bank_hash: str, settings: FineParams) -> str:
     return h.hexdigest()
 
 
+def _code_tag() -> str:
+    """The fitting code's hash, prefix of every stored fit's file name."""
+    from asdlib.fingerprint import module_code_hash
+
+    return module_code_hash(__name__)[:16]
+
+
+def _remove_other_code_fits(folder: Path) -> None:
+    """Delete the stored fits written by other code (never read again: their key differs)."""
+    keep = f"{_code_tag()}-"
+    for old in folder.glob("*.npz"):
+        if not old.name.startswith(keep):
+            old.unlink(missing_ok=True)
+
+
 def _load_stored(path: Path, settings: FineParams, bank: ClipFeatures) -> FinePatchScorer | None:
     """The fit stored at ``path``, or None when there is none or it cannot be read (an
     unreadable file is refitted and overwritten)."""
@@ -306,7 +322,9 @@ def shared_scorer(bank: ClipFeatures, p: FineParams) -> FinePatchScorer:
     if scorer is not None:
         _SCORERS.move_to_end(key)
         return scorer
-    path = _FIT_FOLDERS[-1] / f"{fit_key(bank_hash, settings)}.npz" if _FIT_FOLDERS else None
+    path = None
+    if _FIT_FOLDERS:
+        path = _FIT_FOLDERS[-1] / f"{_code_tag()}-{fit_key(bank_hash, settings)}.npz"
     scorer = _load_stored(path, settings, bank) if path is not None else None
     if scorer is None:
         scorer = FinePatchScorer(settings).fit(bank)
@@ -314,6 +332,7 @@ def shared_scorer(bank: ClipFeatures, p: FineParams) -> FinePatchScorer:
             buffer = io.BytesIO()
             np.savez(buffer, **scorer.state())
             atomic.write_bytes(path, buffer.getvalue())
+            _remove_other_code_fits(path.parent)
     _SCORERS[key] = scorer
     while len(_SCORERS) > _SCORERS_KEPT:
         _SCORERS.popitem(last=False)
