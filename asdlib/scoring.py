@@ -249,12 +249,16 @@ PATCH_SPECS = [BranchSpec("fine_broad", layer="embed"), BranchSpec("fine_selecti
 FINE_SEARCH = {"exact": {}, "pca": {"search_dim": 64}, "ivf": {"ivf_lists": 256, "ivf_probe": 4}}
 
 
+def with_params(specs: list[BranchSpec], params: dict) -> list[BranchSpec]:
+    """The same branches (names, layers) with ``params`` overriding their parameters."""
+    return [BranchSpec(s.branch, {**s.params, **params}, s.label, s.layer) for s in specs]
+
+
 def patch_specs(search: str = "exact") -> list[BranchSpec]:
     """Notebook 04's branches (`PATCH_SPECS`) with the search setting ``search``."""
     if search not in FINE_SEARCH:
         raise ValueError(f"fine search {search!r}: one of {list(FINE_SEARCH)}")
-    return [BranchSpec(s.branch, {**s.params, **FINE_SEARCH[search]}, s.label, s.layer)
-            for s in PATCH_SPECS]
+    return with_params(PATCH_SPECS, FINE_SEARCH[search])
 #: Notebook 05: the clip-level kNN branches again, with LDN on.
 LDN_SPECS = [BranchSpec("utt_knn", {"ldn": True}, "utt_knn+ldn"),
              BranchSpec("asp_knn", {"ldn": True}, "asp_knn+ldn"),

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from bench_common import peak_rss_gib, status_gib  # noqa: E402
 
 CLIP_BRANCHES = ["utt_knn", "asp_knn", "band_knn", "beam_mean", "beam_max", "adabeam", "subband3"]
 
@@ -137,22 +138,6 @@ def matmul_rate(repeats: int = 3) -> tuple[float, float]:
     return best_wall, best_cpu
 
 
-def _status_gib(field: str) -> float:
-    """A memory line of /proc/self/status in GiB (VmRSS: now, VmHWM: peak)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
-def _peak_rss_gib() -> float:
-    """Peak RSS of this process. VmHWM belongs to the process's own address space;
-    ru_maxrss would also carry the parent's peak over fork + exec."""
-    peak = _status_gib("VmHWM")
-    return peak if peak == peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def fine_gflop(scorer, n_test_tokens: int, d: int) -> float:
     """Distance-matrix FLOPs of a fitted FinePatchScorer plus one test set (2*M*N*D each)."""
     total = 0.0
@@ -171,7 +156,7 @@ def run_child(case: str, folder: str) -> dict:
 
     bank, test = load_machine(folder)
     rate_wall, rate_cpu = matmul_rate()
-    rss_data = _status_gib("VmRSS")
+    rss_data = status_gib("VmRSS")
     out = {"case": case, "n_bank": len(bank), "n_test": len(test), "rss_before_gib": rss_data,
            "matmul_wall": rate_wall, "matmul_cpu": rate_cpu, "branches": []}
     keep = []
@@ -196,7 +181,7 @@ def run_child(case: str, folder: str) -> dict:
         keep.append(branch)   # fine branches share one scorer: keep the first alive
     out["total_s"] = time.perf_counter() - t_case
     out["total_cpu_s"] = time.process_time() - c_case
-    out["peak_rss_gib"] = _peak_rss_gib()
+    out["peak_rss_gib"] = peak_rss_gib()
     return out
 
 

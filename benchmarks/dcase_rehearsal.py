@@ -32,20 +32,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_common import peak_rss_gib  # noqa: E402
 
 MACHINE = "fan"
 SEARCH_DIM = 64
 #: The rehearsal's sizes; ``--preset tiny --config tiny`` is the quick check the tests run.
 PRESET, CONFIG = "dcase", "base"
-
-
-def peak_rss_gib() -> float:
-    """This process's peak resident set size (VmHWM), GiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def folder_mib(path: Path) -> float:
@@ -100,8 +93,7 @@ def step_branches(work: Path, specs_name: str, search_dim: int | None) -> dict:
     specs = {"subband": scoring.SUBBAND_SPECS, "ldn": scoring.LDN_SPECS,
              "patch": scoring.PATCH_SPECS}[specs_name]
     if search_dim is not None:
-        specs = [scoring.BranchSpec(s.branch, {**s.params, "search_dim": search_dim},
-                                    s.label, s.layer) for s in specs]
+        specs = scoring.with_params(specs, {"search_dim": search_dim})
     load = lambda split, layer: store.load(MACHINE, split, layer=layer)  # noqa: E731
     marks = [time.time()]
     scores, _ = scoring.score_machine(load, specs, MACHINE, table,

@@ -32,13 +32,18 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from asdlib import atomic, evidence, experiment, features, scoring  # noqa: E402
+from bench_common import open_source, peak_rss_gib  # noqa: E402
 
-SETTINGS = {"exact (default)": {}, "search_dim 64": {"search_dim": 64},
-            "search_dim 32": {"search_dim": 32},
+from asdlib import atomic, evidence, scoring  # noqa: E402
+
+#: The run options' settings (`scoring.FINE_SEARCH`: --fine-search pca / ivf) come from the
+#: pipeline's table, so the benchmark measures what a run uses; the others are variants.
+SETTINGS = {"exact (default)": scoring.FINE_SEARCH["exact"],
+            "search_dim 64": scoring.FINE_SEARCH["pca"], "search_dim 32": {"search_dim": 32},
             "ivf 256 cells, 16 visited": {"ivf_lists": 256, "ivf_probe": 16},
-            "ivf 256 cells, 4 visited": {"ivf_lists": 256, "ivf_probe": 4},
+            "ivf 256 cells, 4 visited": scoring.FINE_SEARCH["ivf"],
             "coreset 50 %": {"coreset": 0.5},
             "coreset 25 %": {"coreset": 0.25}, "coreset 10 %": {"coreset": 0.1}}
 
@@ -61,11 +66,6 @@ def matmul_rates(n: int = 1024, repeats: int = 3) -> dict[str, float]:
     return out
 
 
-def specs_for(params: dict) -> list:
-    return [scoring.BranchSpec(s.branch, {**s.params, **params}, s.label, s.layer)
-            for s in scoring.PATCH_SPECS]
-
-
 def run_setting(store, table, params: dict, machines=None) -> tuple[float, pd.DataFrame]:
     """(seconds, test score rows) of both fine-grained branches on every machine."""
     from asdlib.branches import clear_scorer_cache
@@ -73,7 +73,7 @@ def run_setting(store, table, params: dict, machines=None) -> tuple[float, pd.Da
     clear_scorer_cache()            # no fit carried over from another setting
     sub = table if machines is None else table[table["machine"].isin(machines)]
     t0 = time.time()
-    scores = scoring.score_run(store, sub, specs_for(params), progress=False)
+    scores = scoring.score_run(store, sub, scoring.with_params(scoring.PATCH_SPECS, params), progress=False)
     return time.time() - t0, scores[~scores["is_self"]]
 
 
@@ -92,26 +92,10 @@ def markdown(table: pd.DataFrame, rates: dict, dcase: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def peak_rss_gib() -> float:
-    """This process's peak resident set size (VmHWM), GiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 def child(source: str, setting: str) -> dict:
-    """One setting on one feature store, in this process: seconds, peak GiB, summary."""
-    if source.startswith("dcase:"):
-        from asdlib import data
-
-        work = Path(source[len("dcase:"):])
-        store = features.FeatureStore(Path((work / "store.txt").read_text()))
-        table = data.scan_dataset(work / "data")
-    else:
-        run = experiment.Run.open(source)
-        table, store = run.clip_table(), run.feature_store()
+    """One setting on one feature source (`bench_common.open_source`), in this process:
+    seconds, peak GiB, summary."""
+    store, table = open_source(source)
     seconds, scores = run_setting(store, table, SETTINGS[setting])
     summary = evidence.summarise(scores, ["branch"]).set_index("branch")
     return {"seconds": seconds, "peak_gib": peak_rss_gib(),

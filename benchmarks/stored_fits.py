@@ -25,20 +25,11 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from asdlib import experiment, features, scoring  # noqa: E402
+from bench_common import open_source  # noqa: E402
 
-
-def open_source(source: str):
-    """(store, clip table) of a run folder or of ``dcase:<dcase_rehearsal work folder>``."""
-    if source.startswith("dcase:"):
-        from asdlib import data
-
-        work = Path(source[len("dcase:"):])
-        return (features.FeatureStore(Path((work / "store.txt").read_text())),
-                data.scan_dataset(work / "data"))
-    run = experiment.Run.open(source)
-    return run.feature_store(), run.clip_table()
+from asdlib import scoring  # noqa: E402
 
 
 def one_pass(source: str, fit_dir: Path, scores_path: Path) -> dict:

@@ -88,9 +88,7 @@ class FinePatchScorer:
         """Build per-band banks, densities and self maps (N, T', 8) from ``bank``."""
         p, kw = self.p, self.p.search()
         n, t, nb, _ = bank.tokens.shape
-        self._tokens = bank.tokens                       # reference, no copy
-        clip_of, t_of = np.nonzero(bank.valid_time())  # valid tokens, clip-major
-        self._clip_of, self._t_of = clip_of, t_of
+        clip_of, t_of = self._attach(bank)
         domains = np.asarray(bank.domain)[clip_of]
         is_src = domains == "source"
         self.k = capped_k(p.k_ldn, domains)
@@ -137,8 +135,19 @@ class FinePatchScorer:
                 self.self_maps[clip_of[rows], t_of[rows], b] = vals
             del x
             self.rho.append(rho)
-        self.n_bank_tokens = [len(k) for k in self.keep]
         return self
+
+    def _attach(self, bank: ClipFeatures) -> tuple[np.ndarray, np.ndarray]:
+        """Keep a reference to the bank's tokens (no copy) and the (clip, time) of its valid
+        tokens, clip-major: what `fit` and `restore` both start from."""
+        self._tokens = bank.tokens
+        self._clip_of, self._t_of = np.nonzero(bank.valid_time())
+        return self._clip_of, self._t_of
+
+    @property
+    def n_bank_tokens(self) -> list[int]:
+        """Bank tokens kept per band (all valid tokens without a coreset)."""
+        return [len(k) for k in self.keep]
 
     def _coreset(self, is_src: np.ndarray, n_bands: int) -> list[np.ndarray]:
         """Per band, the kept positions of the valid-token list: a greedy k-centre coreset of
@@ -206,10 +215,9 @@ class FinePatchScorer:
         """This scorer as `fit` (bank) would leave it, from a `state` of the same bank and
         settings (ValueError when the state does not fit the bank's shape)."""
         n, t, nb, _ = bank.tokens.shape
-        clip_of, t_of = np.nonzero(bank.valid_time())
         if state["self_maps"].shape != (n, t, nb):
             raise ValueError(f"stored self maps {state['self_maps'].shape} != bank {(n, t, nb)}")
-        self._tokens, self._clip_of, self._t_of = bank.tokens, clip_of, t_of
+        clip_of, _ = self._attach(bank)
         self.k = int(state["k"])
         self.self_clips, self.self_maps = state["self_clips"], state["self_maps"]
         self.keep = [state[f"keep_{b}"] for b in range(nb)]
@@ -219,7 +227,6 @@ class FinePatchScorer:
         self.projections = [BoundProjection.from_arrays(state[f"mu_{b}"], state[f"components_{b}"])
                             if f"mu_{b}" in state else None for b in range(nb)]
         self.search_stats = SearchStats(*(int(v) for v in state["search_stats"]))
-        self.n_bank_tokens = [len(k) for k in self.keep]
         self.restored_from = source
         return self
 
@@ -273,27 +280,23 @@ def stored_fits(folder: str | Path | None):
         _FIT_FOLDERS.pop()
 
 
-def fit_key(bank_hash: str, settings: FineParams) -> str:
-    """Hex key of a stored fit: bank content hash, scorer settings, fitting code."""
+def stored_fit_path(folder: Path, bank_hash: str, settings: FineParams) -> Path:
+    """Where the fit of (bank content hash, scorer settings) by the current fitting code is
+    stored in ``folder``: ``<code hash prefix>-<key>.npz``, the key hashing all three."""
     from asdlib.fingerprint import module_code_hash
 
+    code = module_code_hash(__name__)
     h = hashlib.sha256()
-    for part in (bank_hash, repr(settings), module_code_hash(__name__)):
+    for part in (bank_hash, repr(settings), code):
         h.update(part.encode() + b"\x00")
-    return h.hexdigest()
+    return folder / f"{code[:16]}-{h.hexdigest()}.npz"
 
 
-def _code_tag() -> str:
-    """The fitting code's hash, prefix of every stored fit's file name."""
-    from asdlib.fingerprint import module_code_hash
-
-    return module_code_hash(__name__)[:16]
-
-
-def _remove_other_code_fits(folder: Path) -> None:
-    """Delete the stored fits written by other code (never read again: their key differs)."""
-    keep = f"{_code_tag()}-"
-    for old in folder.glob("*.npz"):
+def _remove_other_code_fits(path: Path) -> None:
+    """Delete the stored fits beside ``path`` written by other code (never read again: their
+    key differs); ``path``'s name begins with the current code's prefix."""
+    keep = path.name.split("-", 1)[0] + "-"
+    for old in path.parent.glob("*.npz"):
         if not old.name.startswith(keep):
             old.unlink(missing_ok=True)
 
@@ -322,9 +325,7 @@ def shared_scorer(bank: ClipFeatures, p: FineParams) -> FinePatchScorer:
     if scorer is not None:
         _SCORERS.move_to_end(key)
         return scorer
-    path = None
-    if _FIT_FOLDERS:
-        path = _FIT_FOLDERS[-1] / f"{_code_tag()}-{fit_key(bank_hash, settings)}.npz"
+    path = stored_fit_path(_FIT_FOLDERS[-1], bank_hash, settings) if _FIT_FOLDERS else None
     scorer = _load_stored(path, settings, bank) if path is not None else None
     if scorer is None:
         scorer = FinePatchScorer(settings).fit(bank)
@@ -332,7 +333,7 @@ def shared_scorer(bank: ClipFeatures, p: FineParams) -> FinePatchScorer:
             buffer = io.BytesIO()
             np.savez(buffer, **scorer.state())
             atomic.write_bytes(path, buffer.getvalue())
-            _remove_other_code_fits(path.parent)
+            _remove_other_code_fits(path)
     _SCORERS[key] = scorer
     while len(_SCORERS) > _SCORERS_KEPT:
         _SCORERS.popitem(last=False)
