@@ -27,6 +27,8 @@ import soundfile as sf
 #: The rate every model of the project works at (BEATs' input rate); clips at another rate
 #: are resampled when read.
 SAMPLE_RATE = 16000
+#: fbank frames (10 ms each) per time patch of the encoder: BEATs' 16 x 16 patches.
+PATCH_FRAMES = 16
 #: One wave per clip (`load_clip`): channel 0 (near-field), channel 1 (far-field), or the
 #: residual near - RESIDUAL_FAR_WEIGHT * far (what the near microphone hears beyond the
 #: far-field scene: the room noise both pick up partly cancels).

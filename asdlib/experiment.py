@@ -63,6 +63,9 @@ class RunConfig:
         report's flat search), or approximate and faster at DCASE size: "pca" (candidates
         in 64 principal directions, exact re-ranking) or "ivf" (a faiss inverted file,
         4 of 256 cells visited); measured in docs/PERFORMANCE.md.
+    embed_hop: frames between the patch-embedding tokens the fine-grained branches read;
+        None: `ExtractConfig.embed_hop` (8, half-overlapping 16-frame patches); 16: the
+        encoder's own grid (half the tokens, a quarter of the bank search).
     recipe: adaptation recipe, "auto" (the encoder decides: "cpu" for the project's small
         encoder, "gpu" for an official checkpoint), "cpu" (`AdaptConfig.demo`: 2 s crops,
         full fine-tuning at a low rate, minutes on 2 cores) or "gpu" (`AdaptConfig.dcase`:
@@ -83,6 +86,7 @@ class RunConfig:
     recipe: str = "auto"
     num_threads: int = 0
     fine_search: str = "exact"
+    embed_hop: int | None = None
     extra: dict = field(default_factory=dict)
 
     def resolved_data_root(self) -> Path:
@@ -389,5 +393,6 @@ def extract_config(config: RunConfig, head_layer: int = -1):
 
     from asdlib.features import EMBED
 
+    hop = {} if config.embed_hop is None else {"embed_hop": config.embed_hop}
     return ExtractConfig(layers=(-1, EMBED), channel=config.channel, device=config.device,
-                         num_threads=config.num_threads, head_layer=head_layer)
+                         num_threads=config.num_threads, head_layer=head_layer, **hop)

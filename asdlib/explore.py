@@ -250,13 +250,16 @@ def distribution_figure(rows: pd.DataFrame, threshold: float, title: str,
     return fig
 
 
-def clip_figure(wave: np.ndarray, sr: int, maps: dict[str, np.ndarray], title: str):
-    """Log-mel spectrogram of ``wave`` under each (T', 8) map of ``maps``, one row each."""
+def clip_figure(wave: np.ndarray, sr: int, maps: dict[str, np.ndarray], title: str,
+                hop_frames: int = audio.PATCH_FRAMES):
+    """Log-mel spectrogram of ``wave`` under each (T', 8) map of ``maps`` (a time step every
+    ``hop_frames`` frames), one row each."""
     from asdlib import plots
 
     spec = plots.log_mel(wave, sr)
     return plots.localisation_maps([spec] * len(maps), list(maps.values()),
-                                   [f"{title}: {branch}" for branch in maps])
+                                   [f"{title}: {branch}" for branch in maps],
+                                   hop_frames=hop_frames)
 
 
 def clip_label(row, width: int = 11) -> str:
@@ -400,7 +403,8 @@ class Explorer:
         if self.channel.value in waves and maps:
             title = (f"{self.channel.value} spectrogram, maps of the "
                      f"{experiment.view_channel(t.run.config.channel)} channel")
-            fig = clip_figure(*waves[self.channel.value], maps, title)
+            hop = scoring.map_hop_frames(t.run.dir / MAPS_DIR, machine)
+            fig = clip_figure(*waves[self.channel.value], maps, title, hop_frames=hop)
             items.append(Image(data=figure_png(fig), format="png"))
         replace_output(self.clip_view, *items)
         table = clip_scores(t, machine, name).style.format(

@@ -395,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fine-search", default=d.fine_search, choices=experiment.FINE_SEARCHES,
                    help="the fine-grained branches' search: exact, or approximate and faster at "
                         "DCASE size: pca or ivf (docs/PERFORMANCE.md) (default %(default)s)")
+    p.add_argument("--embed-hop", type=int, default=d.embed_hop,
+                   help="frames between the patch-embedding tokens of the fine-grained "
+                        "branches, 1-16 (default: 8, half-overlapping patches; 16: the "
+                        "encoder's own grid, a quarter of the search)")
     p.add_argument("--threads", type=int, default=d.num_threads, help="CPU threads (0 = all)")
     p.add_argument("--results-root", default=str(PROJECT_ROOT / "results"))
     p.add_argument("--steps", nargs="*", default=None, help=f"subset of {', '.join(STEPS)}")
@@ -409,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         encoder=args.encoder, encoder_config=args.encoder_config, recipe=args.recipe,
         device=args.device, channel=args.channel, machines=args.machines,
         fusion_config=args.fusion_config, dataset=args.dataset, num_threads=args.threads,
-        fine_search=args.fine_search,
+        fine_search=args.fine_search, embed_hop=args.embed_hop,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt_handler)
     try:

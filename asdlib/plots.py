@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from asdlib.audio import PATCH_FRAMES
+
 
 def _save(fig, path: str | Path | None):
     if path is not None:
@@ -163,20 +165,23 @@ def roc_curves(test: pd.DataFrame, systems: list[str], score_cols: dict[str, str
 
 
 def localisation_maps(spectrograms: list[np.ndarray], maps: list[np.ndarray],
-                      titles: list[str], path=None):
+                      titles: list[str], path=None, hop_frames: int = PATCH_FRAMES):
     """Token-level anomaly maps (T', 8) drawn over the clips' log-mel spectrograms.
 
-    Each map cell covers 16 frames x 16 mel bins, as the encoder's patches do.
+    A token covers 16 frames x 16 mel bins, as the encoder's patches do, and tokens start
+    every ``hop_frames`` frames; each map cell is drawn over the middle ``hop_frames``
+    frames of its token (the whole token at 16).
     """
     n = len(maps)
     fig, axes = plt.subplots(n, 1, figsize=(8, 2.0 * n), squeeze=False)
     for ax, spec, amap, title in zip(axes[:, 0], spectrograms, maps, titles):
-        t = amap.shape[0] * 16
+        t = (amap.shape[0] - 1) * hop_frames + PATCH_FRAMES          # frames the tokens span
+        start = (PATCH_FRAMES - hop_frames) / 2
         ax.imshow(spec[:t].T, origin="lower", aspect="auto", cmap="gray",
                   extent=(0, t / 100, 0, 128))
         im = ax.imshow(np.asarray(amap, dtype=np.float32).T, origin="lower", aspect="auto",
-                       cmap="inferno", alpha=0.55, extent=(0, t / 100, 0, 128),
-                       interpolation="nearest")
+                       cmap="inferno", alpha=0.55, interpolation="nearest",
+                       extent=(start / 100, (start + amap.shape[0] * hop_frames) / 100, 0, 128))
         ax.set_title(title, fontsize=8)
         ax.set_ylabel("mel bin", fontsize=7)
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)

@@ -144,6 +144,7 @@ def score_run(store, table: pd.DataFrame, specs: list[BranchSpec], channel: str 
             maps_dir.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(maps_dir / f"{machine}.npz", names=np.asarray(test.names, dtype=str),
                                 n_time=np.asarray(test.n_time),
+                                hop_frames=np.int32(test.hop_frames),
                                 **{k: v.astype(np.float16) for k, v in maps.items()})
     return pd.concat(parts, ignore_index=True)
 
@@ -159,6 +160,15 @@ def load_maps(maps_dir: Path, rows: pd.DataFrame, branch: str) -> list[np.ndarra
         i = list(saved["names"]).index(name)
         out.append(saved[branch][i, : saved["n_time"][i]].astype(np.float32))
     return out
+
+
+def map_hop_frames(maps_dir: Path, machine: str) -> int:
+    """fbank frames between the time steps of the maps `score_run` saved for ``machine``
+    (16, the encoder's patch grid, for maps saved before the hop was recorded)."""
+    from asdlib.audio import PATCH_FRAMES
+
+    with np.load(Path(maps_dir) / f"{machine}.npz") as saved:
+        return int(saved["hop_frames"]) if "hop_frames" in saved.files else PATCH_FRAMES
 
 
 def branch_table(scores: pd.DataFrame, kinds: bool = True) -> pd.DataFrame:

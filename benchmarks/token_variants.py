@@ -52,7 +52,7 @@ AGGREGATIONS = {"band max": aggregate_band_max, "top 3": lambda m: aggregate_top
 
 def with_tokens(f: ClipFeatures, tokens: np.ndarray) -> ClipFeatures:
     return ClipFeatures(tokens=tokens, n_time=f.n_time, utt=f.utt, asp=None, band_att=None,
-                        domain=f.domain, names=f.names)
+                        domain=f.domain, names=f.names, hop_frames=f.hop_frames)
 
 
 def standardised(bank: ClipFeatures, test: ClipFeatures) -> tuple[ClipFeatures, ClipFeatures]:

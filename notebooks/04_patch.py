@@ -35,7 +35,10 @@
 # dimensions, and a cosine distance does the same; a short event inside a 160 ms patch
 # mostly raises that spread. The branches here read the patch embedding before that
 # LayerNorm with a Euclidean distance (chosen on the tuning data; the section "Where the
-# evidence is" below measures the alternatives on this run).
+# evidence is" below measures the alternatives on this run). Those tokens are computed
+# every `ExtractConfig.embed_hop` frames (8 by default: 16-frame patches overlapping by
+# half, so that an event near a patch boundary lies wholly inside some token); the hidden
+# states keep the encoder's 16-frame grid.
 #
 # The bank-against-bank search behind the densities is the cost of these branches; its
 # result (densities and the bank clips' self maps) is stored with the features, under
@@ -124,4 +127,5 @@ maps = scoring.load_maps(out / "maps", top, "fine_selective")
 specs = [plots.log_mel(*audio.load_clip(p, channel=experiment.view_channel(cfg.channel))) for p in
          top.merge(table, on=["machine", "name"])["path"]]
 titles = [f"{r.machine} {r.name} [{r.kind}] score {r.score:.2f}" for r in top.itertuples()]
-plots.localisation_maps(specs, maps, titles, path=out / "localisation_top.png");
+plots.localisation_maps(specs, maps, titles, path=out / "localisation_top.png",
+                        hop_frames=scoring.map_hop_frames(out / "maps", top["machine"].iloc[0]));

@@ -179,6 +179,19 @@ def test_grid_is_time_major(pretrained, reference):
             assert max_abs(out.embed_grid()[:, t, f], embedded) < 1e-4
     assert out.grid(-1).shape == (2, 18, 8, 96)
     assert out.embed_grid().shape == (2, 18, 8, model.cfg.embed_dim)
+    with torch.inference_mode():  # the same embedding every `hop` frames
+        own = model.patch_embedding_grid(fbank)
+        half = model.patch_embedding_grid(fbank, hop=8)
+        eighth = model.patch_embedding_grid(fbank, hop=2)
+    assert torch.equal(own, out.embed_grid())
+    frames = fbank.shape[1]
+    assert half.shape[1] == (frames - 16) // 8 + 1 and eighth.shape[1] == (frames - 16) // 2 + 1
+    assert max_abs(half[:, 0::2][:, :18], own) < 1e-4 and max_abs(eighth[:, 0::8][:, :18], own) < 1e-4
+    for t, f in [(1, 0), (7, 3), (33, 7)]:  # step t starts at frame 8t
+        patch = fbank[:, 8 * t:8 * t + 16, 16 * f:16 * f + 16].reshape(2, 256)
+        assert max_abs(half[:, t, f], patch @ model.patch_embedding.weight.view(-1, 256).T) < 1e-4
+    with pytest.raises(ValueError, match="hop"):
+        model.patch_embedding_grid(fbank, hop=17)
     with pytest.raises(KeyError, match="embed=True"):
         model.extract(reference["waveform"]).embed_grid()
     assert torch.equal(out.grid(0)[:, 4, 3], out.tokens[0][:, 8 * 4 + 3])

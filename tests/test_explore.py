@@ -215,6 +215,22 @@ def test_a_clips_maps_and_path(run_dir, tables):
     assert path.name == name and path.exists()
 
 
+def test_map_cells_sit_on_their_tokens(tmp_path):
+    from asdlib import plots, scoring
+
+    amap = np.arange(5 * 8, dtype=np.float32).reshape(5, 8)
+    fig = plots.localisation_maps([np.zeros((200, 128))], [amap], ["clip"], hop_frames=8)
+    spectrogram, cells = fig.axes[0].get_images()
+    assert spectrogram.get_extent() == pytest.approx([0, 0.48, 0, 128])  # 4 * 8 + 16 frames
+    assert cells.get_extent() == pytest.approx([0.04, 0.44, 0, 128])     # step t: 8t+4..8t+12
+    fig = plots.localisation_maps([np.zeros((200, 128))], [amap], ["clip"])
+    assert fig.axes[0].get_images()[1].get_extent() == pytest.approx([0, 0.8, 0, 128])
+    np.savez(tmp_path / "fan.npz", names=np.array(["a"]), n_time=np.array([5]), hop_frames=8)
+    np.savez(tmp_path / "pump.npz", names=np.array(["a"]), n_time=np.array([5]))
+    assert scoring.map_hop_frames(tmp_path, "fan") == 8
+    assert scoring.map_hop_frames(tmp_path, "pump") == 16   # saved before the hop was kept
+
+
 def outputs_html(out) -> str:
     return "".join(o["data"].get("text/html", "") for o in out.outputs)
 

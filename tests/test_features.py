@@ -7,6 +7,8 @@ keep these tests independent of the real encoder; one integration test uses the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import os
@@ -507,14 +509,31 @@ def test_real_tiny_encoder(tmp_path):
             out = model.extract(wave, layers=(-1,), embed=True)
             alone = out.grid(-1)
             emb = heads[0](alone, out.time_valid)[0].numpy()
+            before_norm = out.embed_grid()[0].numpy()                  # (T', 8, E), hop 16
+            shifted = model.patch_embedding_grid(out.fbank[:, 8:])[0].numpy()  # from frame 8
         alone = alone[0].numpy()
-        before_norm = out.embed_grid()[0].numpy()
-        np.testing.assert_allclose(embedded.tokens[i, : len(before_norm)], before_norm,
+        # the stored patch embedding overlaps the patches by half (embed_hop 8): the even
+        # steps are the encoder's own patches, the odd ones start 8 frames later
+        n = len(before_norm)
+        assert embedded.hop_frames == 8 and embedded.n_time[i] == 2 * n - 1
+        np.testing.assert_allclose(embedded.tokens[i, 0:2 * n - 1:2], before_norm,
                                    rtol=1e-2, atol=1e-2)
+        np.testing.assert_allclose(embedded.tokens[i, 1:2 * n - 1:2], shifted[: n - 1],
+                                   rtol=1e-2, atol=1e-2)
+        assert not embedded.tokens[i, 2 * n - 1:].any()
         np.testing.assert_allclose(f.tokens[i, : len(alone)], alone, rtol=1e-2, atol=1e-2)
         np.testing.assert_allclose(f.utt[i], alone.mean((0, 1)), rtol=1e-2, atol=1e-2)
         np.testing.assert_allclose(f.asp[i], emb, rtol=1e-2, atol=1e-2)
     assert np.array_equal(store.load("fan", "train", layer=model.num_layers).tokens, f.tokens)
+    np.testing.assert_allclose(embedded.utt, [embedded.tokens[i, :k].astype(np.float32).mean((0, 1))
+                                              for i, k in enumerate(embedded.n_time)], atol=1e-2)
+    own = extract_features(table, model, heads, dataclasses.replace(cfg, embed_hop=16),
+                           tmp_path / "store", progress=False)   # the encoder's own grid
+    assert own.key != store.key
+    grid16 = own.load("fan", "train", layer="embed")
+    assert grid16.hop_frames == 16 and np.array_equal(grid16.n_time, f.n_time)
+    t = f.tokens.shape[1]
+    np.testing.assert_allclose(grid16.tokens[:, :t], embedded.tokens[:, ::2][:, :t], atol=1e-2)
     assert FeatureStore.open(tmp_path / "store", model, heads, cfg).key == store.key
     low = extract_features(table, model, heads, ExtractConfig(precision="bfloat16"),
                            tmp_path / "store", progress=False)  # via extract(dtype=)
@@ -522,3 +541,15 @@ def test_real_tiny_encoder(tmp_path):
     np.testing.assert_allclose(low.load("fan", "train").utt, f.utt, atol=0.1)
     encoder.save_beats(model, tmp_path / "tiny.pt")  # a checkpoint path gives the same key
     assert store_key(tmp_path / "tiny.pt", heads, cfg) == store.key
+
+
+def test_token_count_keeps_the_tokens_inside_the_valid_patches():
+    from asdlib.features import token_count
+
+    n = np.array([0, 1, 2, 62])
+    assert token_count(n, 16).tolist() == [0, 1, 2, 62]
+    assert token_count(n, 8).tolist() == [0, 1, 3, 123]
+    # hop 5 over 3 patches (48 frames): tokens start at 0, 5, ..., 30 (the next would end at 51)
+    assert token_count([3], 5).tolist() == [7]
+    with pytest.raises(ValueError, match="embed_hop"):
+        ExtractConfig(embed_hop=0)

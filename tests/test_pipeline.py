@@ -295,3 +295,27 @@ def test_executed_notebooks_name_no_folder_of_this_machine(tiny_run):
         meta = json.loads(text)["metadata"]["papermill"]
         assert meta["output_path"] == f"notebooks/{notebook.name}"
         assert meta["input_path"] == f"notebooks/{notebook.stem}.py"
+
+
+def test_embed_hop_benchmark_reproduces_the_runs_fine_selective_branch(tiny_run, tmp_path):
+    """benchmarks/embed_hop.py recomputes the patch embedding from the audio at each hop; at
+    the run's own hop (`ExtractConfig.embed_hop`) its per-band maximum is the fine_selective
+    branch (the run scores the float16 store, the benchmark float32: within the result-table
+    tolerance)."""
+    import importlib.util
+
+    from asdlib.features import ExtractConfig
+
+    run_dir, _ = tiny_run
+    spec = importlib.util.spec_from_file_location(
+        "embed_hop", PROJECT_ROOT / "benchmarks" / "embed_hop.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    hop = ExtractConfig().embed_hop
+    bench.main([str(run_dir), "--hops", "16", str(hop), "--out", str(tmp_path / "hops.csv")])
+    table = pd.read_csv(tmp_path / "hops.csv").set_index(["view", "aggregation"])
+    assert set(table.index.get_level_values(0)) == {"hop 16 frames", f"hop {hop} frames"}
+    branch = pd.read_csv(run_dir / "04_patch" / "branch_summary.csv", index_col=0)
+    assert table.loc[(f"hop {hop} frames", "band max"), "official"] == pytest.approx(
+        branch.loc["fine_selective", "hmean"], abs=NUMBERS_ATOL)
+    assert (table["scoring s"] > 0).all()

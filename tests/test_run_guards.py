@@ -67,15 +67,24 @@ def test_every_bad_option_is_reported_before_anything_is_written(tmp_path):
     not_a_checkpoint.write_bytes(b"not a checkpoint")
     config = RunConfig(run="r", data_root=str(tmp_path / "nowhere"), encoder=str(not_a_checkpoint),
                        fusion_config=str(tmp_path / "missing.json"), device="cuda:7",
-                       recipe="fast", fine_search="fastest")
+                       recipe="fast", fine_search="fastest", embed_hop=32)
     with pytest.raises(pipeline.ConfigProblems) as err:
         _run(config, results)
     message = str(err.value)
     for part in ("--data-root", "--encoder", "--fusion-config", "--device", "--recipe",
-                 "--fine-search"):
+                 "--fine-search", "--embed-hop"):
         assert part in message, part
     assert (run_dir / "config.json").read_text() == "the good run's config"
     assert not (run_dir / pipeline.LOCK_FILE).exists()
+
+
+def test_embed_hop_reaches_the_extraction_settings():
+    from asdlib.features import ExtractConfig
+
+    assert experiment.extract_config(RunConfig()).embed_hop == ExtractConfig().embed_hop == 8
+    assert experiment.extract_config(RunConfig(embed_hop=16)).embed_hop == 16
+    args = pipeline.build_parser().parse_args(["--embed-hop", "4"])
+    assert args.embed_hop == 4 and pipeline.build_parser().parse_args([]).embed_hop is None
 
 
 def test_recipe_follows_the_encoder_not_the_data_root(tmp_path, small_root):

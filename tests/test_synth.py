@@ -303,6 +303,9 @@ def test_variants_shift_faults_and_keep_the_default(tmp_path):
                                   progress=False, variant="shifted", workers=1)
     with pytest.raises(synth.SynthError, match="variant"):
         synth.ensure_dataset(root, MINI, seed=0, machines=["fan"], progress=False)
+    # the same variant again is accepted (its ranges are read back as JSON lists)
+    assert synth.ensure_dataset(root, MINI, seed=0, machines=["fan"], progress=False,
+                                variant="shifted") == root
     with pytest.raises(ValueError, match="unknown variant"):
         synth.resolve_variant("louder")
 

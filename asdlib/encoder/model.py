@@ -214,6 +214,24 @@ class BEATs(nn.Module):
             tokens = self.post_extract_proj(tokens)
         return F.dropout(tokens, self.dropout_input, self.training), patches
 
+    def patch_embedding_grid(self, fbank: Tensor, hop: int = PATCH_SIZE) -> Tensor:
+        """fbank (B, T, 128) -> the patch embedding before its LayerNorm as (B, T_e, 8, E),
+        one token every ``hop`` frames (each still 16 frames x 16 mel bins).
+
+        ``hop`` = 16 is the encoder's own patch grid (``EncoderOutput.embed_grid``); a
+        smaller hop overlaps the patches, so that an event near a patch boundary lies
+        wholly inside some token. T_e = (T - 16) // hop + 1 (`asdlib.features.token_count`
+        gives the valid count per clip)."""
+        if not 1 <= int(hop) <= PATCH_SIZE:
+            raise ValueError(f"hop must be 1..{PATCH_SIZE} frames, got {hop}")
+        conv = self.patch_embedding
+        weight, bias = conv.weight, conv.bias
+        if fbank.dtype != weight.dtype:  # under autocast the conv runs in the compute dtype
+            weight = weight.to(fbank.dtype)
+            bias = None if bias is None else bias.to(fbank.dtype)
+        out = F.conv2d(fbank.unsqueeze(1), weight, bias, stride=(int(hop), PATCH_SIZE))
+        return out.permute(0, 2, 3, 1)  # (B, E, T_e, 8) -> (B, T_e, 8, E)
+
     @staticmethod
     def _time_valid(padding_mask: Tensor, n_time: int) -> Tensor:
         """Exact validity (B, T') of time patches: all 16 frames wholly in unpadded samples."""

@@ -13,14 +13,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from asdlib.audio import SAMPLE_RATE
+from asdlib.audio import PATCH_FRAMES, SAMPLE_RATE
 
 FBANK_MEAN = 15.41663
 FBANK_STD = 6.55582
 NUM_MEL_BINS = 128
 FRAME_LENGTH_SAMPLES = 400  # 25 ms at 16 kHz
 FRAME_SHIFT_SAMPLES = 160  # 10 ms at 16 kHz
-PATCH_SIZE = 16
+PATCH_SIZE = PATCH_FRAMES
 N_FREQ_PATCHES = NUM_MEL_BINS // PATCH_SIZE  # 8
 MIN_SAMPLES = FRAME_LENGTH_SAMPLES + (PATCH_SIZE - 1) * FRAME_SHIFT_SAMPLES  # one time patch
 

@@ -12,6 +12,8 @@ features)::
         tokens_L<l>.npy   (N, T'max, 8, D) float16, zero past n_time   one per layer l
         utt_L<l>.npy      (N, D) mean over the valid tokens of layer l
         n_time.npy        (N,) int32 valid time patches
+        n_time_Lembed.npy (N,) int32 valid patch-embedding tokens (every
+                          `ExtractConfig.embed_hop` frames; with layer "embed" only)
         asp.npy           (N, E)     with an ASP head only
         band_att.npy      (N, 8, D)  with a band-attentive head only
         index.csv         the clip-table rows, row i = clip i
@@ -30,14 +32,14 @@ A part whose clips changed (names, file sizes, mtimes) is recomputed.
 
 from __future__ import annotations
 
-from asdlib.features.clips import EMBED, ClipFeatures
+from asdlib.features.clips import EMBED, PATCH_FRAMES, ClipFeatures, token_count
 from asdlib.features.config import (FORMAT_VERSION, PRECISIONS, STORAGE_DTYPES, ExtractConfig,
                                    ExtractStats)
 from asdlib.features.encoding import encode_batches, length_batches, masked_grid_mean
 from asdlib.features.keys import dataset_fingerprint, module_hash, store_key
 from asdlib.features.store import FeatureStore, extract_features
 
-__all__ = ["EMBED", "FORMAT_VERSION", "PRECISIONS", "STORAGE_DTYPES", "ClipFeatures",
+__all__ = ["EMBED", "FORMAT_VERSION", "PATCH_FRAMES", "PRECISIONS", "STORAGE_DTYPES", "ClipFeatures",
            "ExtractConfig", "ExtractStats", "FeatureStore", "dataset_fingerprint",
            "encode_batches", "extract_features", "length_batches", "masked_grid_mean",
-           "module_hash", "store_key"]
+           "module_hash", "store_key", "token_count"]

@@ -7,22 +7,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from asdlib.audio import PATCH_FRAMES
+
 #: The patch embedding before its LayerNorm, stored beside the hidden states under this
 #: layer name (``BEATs.extract(embed=True)``): tokens that keep their scale.
 EMBED = "embed"
+
+
+def token_count(n_time, hop: int):
+    """Valid tokens per clip at a time hop of ``hop`` frames, from its ``n_time`` valid
+    16-frame patches: the tokens lying wholly inside those patches' span,
+    ``16 (n - 1) // hop + 1`` (0 for n = 0). Same shape as ``n_time`` (int)."""
+    n = np.asarray(n_time, dtype=np.int64)
+    return np.where(n > 0, (PATCH_FRAMES * (n - 1)) // int(hop) + 1, 0)
 
 
 @dataclass
 class ClipFeatures:
     """Encoder outputs for a set of clips of one machine (row i = clip i).
 
-    tokens: (N, T', 8, D) token grid, zero past ``n_time``.
-    n_time: (N,) number of valid time patches per clip.
+    tokens: (N, T', 8, D) token grid, zero past ``n_time``, one time step every ``hop_frames``.
+    n_time: (N,) number of valid time steps per clip.
     utt: (N, D) mean over the valid tokens.
     asp: (N, E) attentive-statistics-pooling embedding, or None.
     band_att: (N, 8, D) band-attentive pooled vectors, or None.
     domain: (N,) "source" / "target" (None entries for unlabeled eval clips).
     names: (N,) wav file names, to join scores back to clips.
+    hop_frames: fbank frames between consecutive time steps of ``tokens`` (16: the encoder's
+        patch grid; smaller for overlapping patch-embedding tokens, `ExtractConfig.embed_hop`).
     """
 
     tokens: np.ndarray
@@ -32,6 +44,7 @@ class ClipFeatures:
     band_att: np.ndarray | None
     domain: np.ndarray
     names: np.ndarray
+    hop_frames: int = PATCH_FRAMES
 
     def __post_init__(self) -> None:
         n = len(self.tokens)
@@ -54,7 +67,7 @@ class ClipFeatures:
         return ClipFeatures(
             tokens=self.tokens[rows], n_time=self.n_time[rows], utt=self.utt[rows],
             asp=pick(self.asp), band_att=pick(self.band_att),
-            domain=self.domain[rows], names=self.names[rows],
+            domain=self.domain[rows], names=self.names[rows], hop_frames=self.hop_frames,
         )
 
     def valid_time(self) -> np.ndarray:

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from asdlib.audio import CHANNELS
-from asdlib.features.clips import EMBED
+from asdlib.features.clips import EMBED, PATCH_FRAMES
 
 #: Bump when a code change alters stored values or the layout: old stores get a new key.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 STORAGE_DTYPES = ("float16", "float32")
 PRECISIONS = ("float32", "bfloat16", "float16")
 
@@ -32,6 +32,10 @@ class ExtractConfig:
     precision: encoder compute dtype ("float32"; "bfloat16"/"float16" under autocast, passed
         as ``extract(dtype=)`` when the encoder takes it); heads and means run in float32.
     num_threads: torch CPU threads during extraction; 0 leaves torch's setting.
+    embed_hop: frames between the stored patch-embedding (`EMBED`) tokens. 16 is the
+        encoder's own patch grid; the default 8 overlaps the 16-frame patches by half, so
+        that a short event near a patch boundary lies wholly inside some token (measured
+        per fault kind in docs/EXPERIMENTS.md). The hidden states keep the 16-frame grid.
 
     Only ``VALUE_FIELDS`` enter the store key: batch size, device and threads do not change
     the values beyond floating-point noise.
@@ -46,9 +50,10 @@ class ExtractConfig:
     dtype: str = "float16"
     precision: str = "float32"
     num_threads: int = 0
+    embed_hop: int = 8
 
     VALUE_FIELDS: ClassVar[tuple[str, ...]] = ("layers", "channel", "head_layer", "dtype",
-                                               "precision")
+                                               "precision", "embed_hop")
 
     def __post_init__(self) -> None:
         layers = (self.layers,) if isinstance(self.layers, int) else tuple(self.layers)
@@ -67,6 +72,9 @@ class ExtractConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= int(self.embed_hop) <= PATCH_FRAMES:
+            raise ValueError(f"embed_hop must be 1..{PATCH_FRAMES} frames, got {self.embed_hop}")
+        object.__setattr__(self, "embed_hop", int(self.embed_hop))
         if int(self.num_threads) < 0:
             raise ValueError(f"num_threads must be >= 0, got {self.num_threads}")
 

@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from asdlib.audio import SAMPLE_RATE, padded_tensors
-from asdlib.features.clips import EMBED
+from asdlib.features.clips import EMBED, PATCH_FRAMES, token_count
 from asdlib.features.config import ExtractConfig
 
 
@@ -45,7 +45,7 @@ def clip_durations(paths) -> np.ndarray:
 
 def encode_batches(model, paths, batches, *, channel: str = "near",
                    loader: Callable | None = None, layers: tuple[int, ...] = (-1,),
-                   precision: str = "float32", device="cpu"):
+                   precision: str = "float32", device="cpu", embed_hop: int = PATCH_FRAMES):
     """Encode clips batch by batch with a frozen encoder (no gradients).
 
     The loop shared by the feature store and `asdlib.scoring.utterance_embeddings`.
@@ -55,10 +55,12 @@ def encode_batches(model, paths, batches, *, channel: str = "near",
     of their batch; the padding mask goes to ``model.extract`` only when a clip is padded.
     precision: encoder compute dtype ("float32"; "bfloat16"/"float16" are passed as
     ``extract(dtype=)`` when the encoder takes it, else run under autocast).
+    embed_hop: frames between the `EMBED` tokens (16: the encoder's patch grid; smaller:
+    ``model.patch_embedding_grid`` on the batch's fbank, T_e time steps).
     Yields ``(rows, grids, valid)`` per batch: rows (B,) the batch's positions in
-    ``paths``, sorted; grids {layer: (B, T', 8, D) float32 tensor} for ``layers``;
-    valid (B, T') bool tensor, True for the valid time patches (all True when the encoder
-    reports none), on the grids' device.
+    ``paths``, sorted; grids {layer: (B, T', 8, D) float32 tensor} for ``layers`` (the
+    `EMBED` grid (B, T_e, 8, E)); valid (B, T') bool tensor, True for the valid time
+    patches (all True when the encoder reports none), on the grids' device.
     """
     import torch
 
@@ -82,10 +84,16 @@ def encode_batches(model, paths, batches, *, channel: str = "near",
         with torch.no_grad():
             with autocast:
                 hidden = tuple(layer for layer in layers if layer != EMBED) or (0,)
-                extra = {"embed": True} if EMBED in layers else {}
+                strided = EMBED in layers and embed_hop != PATCH_FRAMES
+                if strided and not hasattr(model, "patch_embedding_grid"):
+                    raise TypeError(f"embed_hop={embed_hop} needs an encoder with "
+                                    "patch_embedding_grid (asdlib BEATs)")
+                extra = {"embed": True} if EMBED in layers and not strided else {}
                 out = model.extract(wav, padding_mask=mask, layers=hidden, **kwargs, **extra)
-            grids = {layer: (out.embed_grid() if layer == EMBED else out.grid(layer)).float()
-                     for layer in layers}  # heads run in float32
+                grids = {layer: (model.patch_embedding_grid(out.fbank, embed_hop) if strided
+                                 else out.embed_grid()) if layer == EMBED else out.grid(layer)
+                         for layer in layers}
+            grids = {layer: g.float() for layer, g in grids.items()}  # heads run in float32
         first = grids[layers[0]]
         valid = getattr(out, "time_valid", None)
         if valid is None:
@@ -110,15 +118,22 @@ def batch_arrays(grids: dict, valid, asp, band, cfg: ExtractConfig) -> dict:
 
     Returns numpy arrays: "grid" {layer: (B, T', 8, D) in the storage dtype, zero past
     n_time}, float32 "utt" {layer: (B, D)}, "asp" (B, E) or None, "band" (B, 8, D) or None,
-    and int32 "n_time" (B,).
+    int32 "n_time" (B,) (valid 16-frame patches) and "n_embed" (B,) (valid `EMBED`
+    tokens at ``cfg.embed_hop``, `token_count`; None without that layer).
     """
     import torch
 
     store_dtype = getattr(torch, cfg.dtype)
-    res: dict = {"grid": {}, "utt": {}}
+    res: dict = {"grid": {}, "utt": {}, "n_embed": None}
     with torch.no_grad():
         for layer in cfg.layers:
-            g, utt = masked_grid_mean(grids[layer], valid)
+            layer_valid = valid
+            if layer == EMBED:
+                n_embed = torch.as_tensor(token_count(valid.sum(1).cpu().numpy(), cfg.embed_hop))
+                steps = torch.arange(grids[layer].shape[1])
+                layer_valid = (steps[None, :] < n_embed[:, None]).to(valid.device)
+                res["n_embed"] = n_embed.numpy().astype(np.int32)
+            g, utt = masked_grid_mean(grids[layer], layer_valid)
             res["utt"][layer] = utt.cpu().numpy()
             g = g.to(store_dtype)
             if not bool(torch.isfinite(g).all()):

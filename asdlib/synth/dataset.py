@@ -65,7 +65,8 @@ def _check_info(root: Path, p: Preset, seed: int, clear_old: bool = False,
     writes and started afresh.
     """
     existing = _read_info(root)
-    wanted = _info(p, seed, variant, year)
+    wanted = json.loads(json.dumps(_info(p, seed, variant, year)))  # as read back: lists
+    # for tuples, so that a variant's ranges compare equal to those written
     wanted["machines_complete"] = []
     if existing is None:
         return wanted
