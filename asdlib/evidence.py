@@ -47,6 +47,18 @@ def clip_features(grids: list[np.ndarray], domains, names) -> ClipFeatures:
                         domain=np.asarray(domains, dtype=object), names=np.asarray(names, dtype=object))
 
 
+def bank_and_test(grids: list[np.ndarray], rows: pd.DataFrame) -> tuple[ClipFeatures, ClipFeatures]:
+    """One machine's per-clip token grids (in the order of ``rows``: columns split, domain,
+    name) as (training clips, test clips) `ClipFeatures`."""
+    train = (rows["split"] == "train").to_numpy()
+
+    def pick(keep: np.ndarray) -> ClipFeatures:
+        return clip_features([g for g, k in zip(grids, keep) if k], rows["domain"][keep],
+                             rows["name"][keep])
+
+    return pick(train), pick(~train)
+
+
 def score_view(bank: ClipFeatures, test: ClipFeatures, metric: str, ldn: bool,
                k_ldn: int = 16) -> dict[str, np.ndarray]:
     """{aggregation: (M,) clip scores} of one view, distance and LDN setting."""

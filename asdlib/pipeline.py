@@ -370,6 +370,8 @@ def _run_steps(config: RunConfig, run_dir: Path, selected, force: bool,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from asdlib.features import ExtractConfig
+
     d = RunConfig()
     p = argparse.ArgumentParser(prog="python -m asdlib.pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -397,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "DCASE size: pca or ivf (docs/PERFORMANCE.md) (default %(default)s)")
     p.add_argument("--embed-hop", type=int, default=d.embed_hop,
                    help="frames between the patch-embedding tokens of the fine-grained "
-                        "branches, 1-16 (default: 8, half-overlapping patches; 16: the "
+                        f"branches, 1-16 (default {ExtractConfig.embed_hop}; 16: the "
                         "encoder's own grid, a quarter of the search)")
     p.add_argument("--threads", type=int, default=d.num_threads, help="CPU threads (0 = all)")
     p.add_argument("--results-root", default=str(PROJECT_ROOT / "results"))

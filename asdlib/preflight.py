@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from asdlib.audio import PATCH_FRAMES
 from asdlib.experiment import CHANNELS, DATASETS, FINE_SEARCHES, RECIPES, RunConfig
 
 
@@ -35,8 +34,13 @@ def validate(config: RunConfig) -> list[str]:
         problems.append(f"--recipe {config.recipe!r}: one of {RECIPES}")
     if config.fine_search not in FINE_SEARCHES:
         problems.append(f"--fine-search {config.fine_search!r}: one of {FINE_SEARCHES}")
-    if config.embed_hop is not None and not 1 <= config.embed_hop <= PATCH_FRAMES:
-        problems.append(f"--embed-hop {config.embed_hop}: 1 to {PATCH_FRAMES} frames")
+    if config.embed_hop is not None:
+        from asdlib.features import ExtractConfig
+
+        try:  # the extraction settings' own check
+            ExtractConfig(embed_hop=config.embed_hop)
+        except ValueError as exc:
+            problems.append(f"--embed-hop: {exc}")
     if config.num_threads < 0:
         problems.append(f"--threads {config.num_threads}: must be >= 0")
     if config.seed < 0:

@@ -63,13 +63,8 @@ def main(argv=None) -> None:
             fbanks = [model.preprocess(torch.from_numpy(audio.load_clip(p, channel)[0])[None])[0]
                       for p in rows["path"]]
         n_time = np.array([len(fb) // audio.PATCH_FRAMES for fb in fbanks])
-        train = (rows["split"] == "train").to_numpy()
         for hop in args.hops:
-            grids = embed_grids(model, fbanks, n_time, hop)
-            bank = evidence.clip_features([g for g, t in zip(grids, train) if t],
-                                          rows["domain"][train], rows["name"][train])
-            test = evidence.clip_features([g for g, t in zip(grids, train) if not t],
-                                          rows["domain"][~train], rows["name"][~train])
+            bank, test = evidence.bank_and_test(embed_grids(model, fbanks, n_time, hop), rows)
             t0 = time.perf_counter()
             maps = FinePatchScorer(FineParams()).fit(bank).maps(test)
             seconds[hop] += time.perf_counter() - t0

@@ -60,14 +60,9 @@ def main(argv=None) -> None:
     t0 = time.time()
     for machine, rows in table.groupby("machine", sort=False):
         per_clip = [clip_views(model, audio.load_clip(p, run.config.channel)[0]) for p in rows["path"]]
-        train = (rows["split"] == "train").to_numpy()
         for view in per_clip[0]:
-            grids = [c[view] for c in per_clip]
-            bank = evidence.clip_features([g for g, t in zip(grids, train) if t],
-                                          rows["domain"][train], rows["name"][train])
-            test = evidence.clip_features([g for g, t in zip(grids, train) if not t],
-                                          rows["domain"][~train], rows["name"][~train])
-            views.setdefault(view, {})[machine] = (bank, test)
+            views.setdefault(view, {})[machine] = evidence.bank_and_test(
+                [c[view] for c in per_clip], rows)
         print(f"{machine}: views in {time.time() - t0:.0f} s", flush=True)
     meta = table[table["split"] == "test"][["machine", "name", "domain", "label", "kind"]]
     result = evidence.evidence_table(views, meta)

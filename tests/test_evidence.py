@@ -53,3 +53,15 @@ def test_evidence_table_sees_a_scaled_token_with_euclidean_band_max_only():
     assert pick[("euclidean", "band max")] > 95
     assert pick[("cosine", "band max")] < 75
     assert pick[("euclidean", "band max")] > pick[("euclidean", "mean")]
+
+
+def test_bank_and_test_split_a_machines_grids_by_split():
+    rows = pd.DataFrame({"split": ["train", "test", "train", "test"],
+                         "domain": ["source", "source", "target", "target"],
+                         "name": ["a.wav", "b.wav", "c.wav", "d.wav"]})
+    grids = [np.full((t, 8, 3), i, np.float32) for i, t in enumerate((2, 3, 4, 1))]
+    bank, test = evidence.bank_and_test(grids, rows)
+    assert list(bank.names) == ["a.wav", "c.wav"] and list(test.names) == ["b.wav", "d.wav"]
+    assert list(bank.domain) == ["source", "target"] and bank.n_time.tolist() == [2, 4]
+    assert test.tokens.shape == (2, 3, 8, 3) and test.tokens[1, 0, 0, 0] == 3
+    assert not test.tokens[1, 1:].any()

@@ -225,11 +225,8 @@ class BEATs(nn.Module):
         if not 1 <= int(hop) <= PATCH_SIZE:
             raise ValueError(f"hop must be 1..{PATCH_SIZE} frames, got {hop}")
         conv = self.patch_embedding
-        weight, bias = conv.weight, conv.bias
-        if fbank.dtype != weight.dtype:  # under autocast the conv runs in the compute dtype
-            weight = weight.to(fbank.dtype)
-            bias = None if bias is None else bias.to(fbank.dtype)
-        out = F.conv2d(fbank.unsqueeze(1), weight, bias, stride=(int(hop), PATCH_SIZE))
+        out = F.conv2d(fbank.unsqueeze(1).to(conv.weight.dtype), conv.weight, conv.bias,
+                       stride=(int(hop), PATCH_SIZE))
         return out.permute(0, 2, 3, 1)  # (B, E, T_e, 8) -> (B, T_e, 8, E)
 
     @staticmethod

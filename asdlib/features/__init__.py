@@ -11,9 +11,8 @@ features)::
     <store_root>/<key>/<machine>/<split>/<channel>/  one part
         tokens_L<l>.npy   (N, T'max, 8, D) float16, zero past n_time   one per layer l
         utt_L<l>.npy      (N, D) mean over the valid tokens of layer l
-        n_time.npy        (N,) int32 valid time patches
-        n_time_Lembed.npy (N,) int32 valid patch-embedding tokens (every
-                          `ExtractConfig.embed_hop` frames; with layer "embed" only)
+        n_time.npy        (N,) int32 valid time patches (of layer "embed", stored every
+                          `ExtractConfig.embed_hop` frames: `token_count` of these)
         asp.npy           (N, E)     with an ASP head only
         band_att.npy      (N, 8, D)  with a band-attentive head only
         index.csv         the clip-table rows, row i = clip i

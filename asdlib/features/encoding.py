@@ -118,21 +118,20 @@ def batch_arrays(grids: dict, valid, asp, band, cfg: ExtractConfig) -> dict:
 
     Returns numpy arrays: "grid" {layer: (B, T', 8, D) in the storage dtype, zero past
     n_time}, float32 "utt" {layer: (B, D)}, "asp" (B, E) or None, "band" (B, 8, D) or None,
-    int32 "n_time" (B,) (valid 16-frame patches) and "n_embed" (B,) (valid `EMBED`
-    tokens at ``cfg.embed_hop``, `token_count`; None without that layer).
+    and int32 "n_time" (B,) (valid 16-frame patches; the valid `EMBED` tokens are
+    ``token_count(n_time, cfg.embed_hop)``).
     """
     import torch
 
     store_dtype = getattr(torch, cfg.dtype)
-    res: dict = {"grid": {}, "utt": {}, "n_embed": None}
+    res: dict = {"grid": {}, "utt": {}}
     with torch.no_grad():
         for layer in cfg.layers:
             layer_valid = valid
-            if layer == EMBED:
+            if layer == EMBED:  # its own time grid, every cfg.embed_hop frames
                 n_embed = torch.as_tensor(token_count(valid.sum(1).cpu().numpy(), cfg.embed_hop))
                 steps = torch.arange(grids[layer].shape[1])
                 layer_valid = (steps[None, :] < n_embed[:, None]).to(valid.device)
-                res["n_embed"] = n_embed.numpy().astype(np.int32)
             g, utt = masked_grid_mean(grids[layer], layer_valid)
             res["utt"][layer] = utt.cpu().numpy()
             g = g.to(store_dtype)

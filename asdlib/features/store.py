@@ -14,7 +14,7 @@ import numpy as np
 
 from asdlib import atomic, distributed
 from asdlib.devices import resolve_device
-from asdlib.features.clips import EMBED, PATCH_FRAMES, ClipFeatures
+from asdlib.features.clips import EMBED, PATCH_FRAMES, ClipFeatures, token_count
 from asdlib.features.config import ExtractConfig, ExtractStats
 from asdlib.features.encoding import batch_arrays, clip_durations, encode_batches, length_batches
 from asdlib.features.keys import (dataset_fingerprint, key_params, resolve_heads, resolve_model,
@@ -112,8 +112,6 @@ def _build_part(part: Path, rows, channel: str, model, asp, band, cfg: ExtractCo
             tokens[layer][rows_b, : g.shape[1]] = g
             utt[layer][rows_b] = res["utt"][layer]
         small["n_time"][rows_b] = res["n_time"]
-        if res["n_embed"] is not None:
-            small.setdefault("n_embed", np.zeros(n, np.int32))[rows_b] = res["n_embed"]
         if "asp" in small:
             small["asp"][rows_b] = res["asp"]
         if "band_att" in small:
@@ -127,8 +125,6 @@ def _build_part(part: Path, rows, channel: str, model, asp, band, cfg: ExtractCo
         np.save(tmp / f"utt_L{layer}.npy", utt[layer].astype(store))
     del tokens
     np.save(tmp / "n_time.npy", small["n_time"])
-    if "n_embed" in small:
-        np.save(tmp / f"n_time_L{EMBED}.npy", small["n_embed"])
     for name in ("asp", "band_att"):
         if name in small:
             np.save(tmp / f"{name}.npy", small[name].astype(store))
@@ -136,7 +132,7 @@ def _build_part(part: Path, rows, channel: str, model, asp, band, cfg: ExtractCo
     facts = {
         "machine": str(rows["machine"].iloc[0]), "split": str(rows["split"].iloc[0]),
         "channel": channel, "n_clips": n, "n_time_max": int(small["n_time"].max(initial=0)),
-        "layers": list(cfg.layers), "embed_hop": cfg.embed_hop, "fingerprint": fingerprint,
+        "layers": list(cfg.layers), "fingerprint": fingerprint,
         "seconds": round(seconds, 3), "clips_per_s": round(n / max(seconds, 1e-9), 3),
         "batch_size": cfg.batch_size, "device": str(device), "num_threads": torch.get_num_threads(),
         "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -342,17 +338,19 @@ class FeatureStore:
         index = _read_index(part / _INDEX)
         opt = lambda name: (np.load(part / f"{name}.npy", mmap_mode="r")  # noqa: E731
                             if (part / f"{name}.npy").is_file() else None)
-        own_count = part / f"n_time_L{layer}.npy"   # layers on another time grid (EMBED)
-        hop = (json.loads((part / _PART_JSON).read_text()).get("embed_hop", PATCH_FRAMES)
-               if own_count.is_file() else PATCH_FRAMES)
+        n_time = np.load(part / "n_time.npy")
+        hop = PATCH_FRAMES
+        if layer == EMBED:  # its own time grid (`ExtractConfig.embed_hop`)
+            hop = int(self.params["extract"].get("embed_hop", PATCH_FRAMES))
+            n_time = token_count(n_time, hop).astype(n_time.dtype)
         return ClipFeatures(
             tokens=np.load(part / f"tokens_L{layer}.npy", mmap_mode="r"),
-            n_time=np.load(own_count if own_count.is_file() else part / "n_time.npy"),
+            n_time=n_time,
             utt=np.load(part / f"utt_L{layer}.npy", mmap_mode="r"),
             asp=opt("asp"), band_att=opt("band_att"),
             domain=np.array([None if pd.isna(v) else v for v in index["domain"]]
                             if "domain" in index else [None] * len(index), dtype=object),
-            names=np.array(index["name"].tolist(), dtype=object), hop_frames=int(hop),
+            names=np.array(index["name"].tolist(), dtype=object), hop_frames=hop,
         )
 
     def index(self, machine: str, split: str, channel: str = "near"):
